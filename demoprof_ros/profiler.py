@@ -1,0 +1,172 @@
+"""The pipeline a robot runs per frame: detect faces, crop them, score them in one batch.
+
+`ProfilerConfig` is the one place settings are named, typed and checked, so the CLI, the ROS node (whose
+parameters map 1:1 onto these fields) and notebooks fail the same way on a bad value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .detection import build_detector, crop_face
+from .images import to_bgr8
+from .models import load_model
+from .prompts import load_prompts, prompts_from_dict
+from .results import FaceProfile
+from .scorer import ZeroShotScorer, validate_attributes
+from .taxonomy import ATTRIBUTE_NAMES
+
+DTYPES = ("fp32", "fp16", "bf16")
+DETECTORS = ("scrfd", "yunet", "haar")
+
+
+class ConfigError(ValueError):
+    """A setting with a wrong name, type or value; the message names the setting."""
+
+
+@dataclass
+class ProfilerConfig:
+    """Every setting of the per-frame pipeline (config/profiler.yaml documents each one)."""
+
+    model: str = "auto"
+    models_dir: str = ""
+    device: str = "cpu"
+    dtype: str = "fp32"
+    attributes: tuple[str, ...] = ATTRIBUTE_NAMES
+    min_confidence: float = 0.4
+    joint_top_k: int = 3
+    prompts_file: str = ""
+    detectors: tuple[str, ...] = DETECTORS
+    scrfd_path: str = ""
+    yunet_path: str = ""
+    detection_threshold: float = 0.5
+    min_face_size: int = 32
+    max_faces: int = 8
+    margin: float = 0.25
+    align: bool = False
+    batch_size: int = 16
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def check(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        check(isinstance(self.model, str) and self.model != "", "model",
+              "'auto', 'farl', 'clip', 'tiny' or a checkpoint path")
+        check(self.dtype in DTYPES, "dtype", f"one of {DTYPES}")
+        check(isinstance(self.device, str) and (self.device == "cpu" or self.device.startswith("cuda")),
+              "device", "'cpu', 'cuda' or 'cuda:N'")
+        try:
+            self.attributes = validate_attributes(list(self.attributes))
+        except ValueError as exc:
+            raise ConfigError(f"attributes: {exc}") from None
+        self.detectors = tuple(self.detectors)
+        check(bool(self.detectors) and all(d in DETECTORS for d in self.detectors), "detectors",
+              f"a non-empty list drawn from {DETECTORS}")
+        check(_is_number(self.min_confidence) and 0.0 <= self.min_confidence <= 1.0, "min_confidence",
+              "a number in [0, 1]")
+        check(_is_number(self.detection_threshold) and 0.0 <= self.detection_threshold <= 1.0,
+              "detection_threshold", "a number in [0, 1]")
+        check(_is_int(self.joint_top_k) and self.joint_top_k >= 0, "joint_top_k", "an integer >= 0")
+        check(_is_int(self.min_face_size) and self.min_face_size >= 1, "min_face_size", "an integer >= 1")
+        check(_is_int(self.max_faces) and self.max_faces >= 1, "max_faces", "an integer >= 1")
+        check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        check(_is_number(self.margin) and 0.0 <= self.margin <= 2.0, "margin", "a number in [0, 2]")
+        check(isinstance(self.align, bool), "align", "true or false")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ProfilerConfig":
+        """Config from a mapping (YAML, ROS parameters); unknown keys are an error naming them.
+
+        `attributes` may be a list of names or a mapping name -> bool (how the YAML switches heads off).
+        """
+        data = dict(data or {})
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown settings {unknown}; known: {sorted(names)}")
+        attributes = data.get("attributes")
+        if isinstance(attributes, Mapping):
+            bad = [k for k, v in attributes.items() if not isinstance(v, bool)]
+            if bad:
+                raise ConfigError(f"attributes: expected true/false for {bad}")
+            data["attributes"] = tuple(k for k, on in attributes.items() if on)
+        elif isinstance(attributes, str):
+            data["attributes"] = tuple(a.strip() for a in attributes.split(",") if a.strip())
+        if isinstance(data.get("detectors"), str):
+            data["detectors"] = tuple(d.strip() for d in data["detectors"].split(",") if d.strip())
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("extra")
+        out["attributes"] = list(self.attributes)
+        out["detectors"] = list(self.detectors)
+        return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Profiler:
+    """BGR frame -> one FaceProfile per detected face (largest first)."""
+
+    def __init__(self, detector: Any, scorer: ZeroShotScorer, margin: float = 0.25, align: bool = False) -> None:
+        self.detector = detector
+        self.scorer = scorer
+        self.margin = margin
+        self.align = align
+
+    @classmethod
+    def from_config(cls, cfg: ProfilerConfig, logger: logging.Logger | None = None) -> "Profiler":
+        """Load the model and detector the config names (weights from local files only)."""
+        loaded = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, models_dir=cfg.models_dir or None)
+        # A fine-tuned checkpoint was trained on its own captions: score with those unless told otherwise.
+        prompts = (load_prompts(cfg.prompts_file) if cfg.prompts_file
+                   else prompts_from_dict(loaded.meta.get("prompts")))
+        scorer = ZeroShotScorer(loaded, prompts, attributes=cfg.attributes, min_confidence=cfg.min_confidence,
+                                joint_top_k=cfg.joint_top_k, batch_size=cfg.batch_size)
+        detector = build_detector(cfg.detectors, models_dir=cfg.models_dir or None, scrfd_path=cfg.scrfd_path,
+                                  yunet_path=cfg.yunet_path, score_threshold=cfg.detection_threshold,
+                                  min_face_size=cfg.min_face_size, max_faces=cfg.max_faces, logger=logger,
+                                  device=cfg.device)
+        return cls(detector, scorer, margin=cfg.margin, align=cfg.align)
+
+    @property
+    def model_name(self) -> str:
+        return self.scorer.loaded.name
+
+    @property
+    def detector_name(self) -> str:
+        return self.detector.name
+
+    def warmup(self, sizes: Sequence[int] = (1,)) -> None:
+        """Encode the prompts and run the image tower once so that the first real frame is not slow."""
+        _ = self.scorer.heads, (self.scorer.joint_head if self.scorer.joint_top_k else None)
+        size = self.scorer.loaded.image_size
+        for n in sizes:
+            self.scorer.encode_images([np.zeros((size, size, 3), np.uint8)] * n)
+
+    def __call__(self, image: np.ndarray) -> list[FaceProfile]:
+        frame = to_bgr8(image)
+        detections = self.detector.detect(frame)
+        if not detections:
+            return []
+        crops = [crop_face(frame, d, margin=self.margin, align=self.align) for d in detections]
+        return [FaceProfile(detection=d, scores=s) for d, s in zip(detections, self.scorer.score(crops))]
