@@ -22,6 +22,7 @@ $(STAMP): requirements.txt setup.py package.xml
 	mkdir -p $(VENV)/share/ament_index/resource_index/packages $(VENV)/share/demoprof_ros
 	touch $(VENV)/share/ament_index/resource_index/packages/demoprof_ros
 	for d in launch config models package.xml; do ln -sfn $(CURDIR)/$$d $(VENV)/share/demoprof_ros/$$d; done
+	ln -sfn $(CURDIR)/test/data/group_photos $(VENV)/share/demoprof_ros/data
 	touch $@
 
 # Main job: profile the bundled sample photo with the best model present.
