@@ -1,0 +1,232 @@
+"""Stable face ids across frames and temporal fusion of each face's attribute estimates.
+
+A single frame's zero-shot estimate is noisy (pose, blur, expression); a robot looks at the same person for many
+frames. Tracks are matched greedily by box overlap, then by centre distance (a face that moved more than its own
+overlap allows), and each attribute's log-probabilities are averaged over the track (EMA or a sliding window),
+i.e. a normalised geometric mean of the per-frame distributions, so the profile gets steadier as the robot keeps
+looking. Plain Python: no ROS.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .results import AttributeResult, Detection, FaceProfile, FaceScores
+
+FUSION_MODES = ("ema", "window", "none")
+_EPS = 1e-8
+
+
+@dataclass
+class TrackerConfig:
+    """Tracking and fusion settings (the node's `tracking.*` parameters).
+
+    min_hits: frames a face must be matched in before it is reported (1 = at once).
+    max_misses: a track is dropped when it has gone unmatched in this many consecutive frames.
+    iou_threshold: least box overlap for a match; below it, centres closer than
+        max_center_distance x (the track's box diagonal) still match.
+    fusion: "ema" (weight `alpha` on the newest frame), "window" (mean over the last `window` frames) or "none".
+    min_confidence: bar under which a fused attribute is reported as undetermined.
+    """
+
+    min_hits: int = 2
+    max_misses: int = 5
+    iou_threshold: float = 0.3
+    max_center_distance: float = 0.5
+    fusion: str = "ema"
+    alpha: float = 0.3
+    window: int = 10
+    min_confidence: float = 0.4
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"tracking.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        check(_is_int(self.min_hits) and self.min_hits >= 1, "min_hits", "an integer >= 1")
+        check(_is_int(self.max_misses) and self.max_misses >= 1, "max_misses", "an integer >= 1")
+        check(_is_num(self.iou_threshold) and 0.0 < self.iou_threshold <= 1.0, "iou_threshold", "a number in (0, 1]")
+        check(_is_num(self.max_center_distance) and self.max_center_distance >= 0.0, "max_center_distance",
+              "a number >= 0")
+        check(self.fusion in FUSION_MODES, "fusion", f"one of {FUSION_MODES}")
+        check(_is_num(self.alpha) and 0.0 < self.alpha <= 1.0, "alpha", "a number in (0, 1]")
+        check(_is_int(self.window) and self.window >= 1, "window", "an integer >= 1")
+        check(_is_num(self.min_confidence) and 0.0 <= self.min_confidence <= 1.0, "min_confidence",
+              "a number in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "TrackerConfig":
+        data = dict(data or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown tracking settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def center_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """Distance between box centres in units of box a's diagonal (scale-free)."""
+    diag = math.hypot(a[2] - a[0], a[3] - a[1]) or 1.0
+    dx = (a[0] + a[2] - b[0] - b[2]) / 2.0
+    dy = (a[1] + a[3] - b[1] - b[3]) / 2.0
+    return math.hypot(dx, dy) / diag
+
+
+class _AttributeFusion:
+    """Running log-probability state of one attribute of one track."""
+
+    def __init__(self, classes: tuple[str, ...], mode: str, alpha: float, window: int) -> None:
+        self.classes = classes
+        self.mode = mode
+        self.alpha = alpha
+        self.history: deque[np.ndarray] = deque(maxlen=window)
+        self.ema: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, distribution: Mapping[str, float]) -> None:
+        logp = np.log(np.clip(np.array([distribution[c] for c in self.classes], dtype=np.float64), _EPS, None))
+        self.count += 1
+        if self.mode == "ema":
+            self.ema = logp if self.ema is None else (1.0 - self.alpha) * self.ema + self.alpha * logp
+        else:
+            self.history.append(logp)
+
+    @property
+    def frames(self) -> int:
+        return len(self.history) if self.mode != "ema" else self.count
+
+    def distribution(self) -> dict[str, float]:
+        logp = self.ema if self.mode == "ema" else np.mean(np.stack(self.history), axis=0)
+        p = np.exp(logp - logp.max())
+        p /= p.sum()
+        return {c: float(v) for c, v in zip(self.classes, p)}
+
+
+@dataclass
+class _Track:
+    track_id: int
+    detection: Detection
+    hits: int = 1
+    misses: int = 0
+    fusions: dict[str, _AttributeFusion] = field(default_factory=dict)
+    latest: FaceScores | None = None
+    confirmed: bool = False  # set once hits reach min_hits; stays set while the track lives
+
+
+class FaceTracker:
+    """Frame-by-frame tracker: `update(profiles)` -> the fused profiles of confirmed faces seen in this frame.
+
+    Ids are positive integers, never reused. A face is reported from the frame of its `min_hits`-th match on
+    (and on every later frame it is matched in); a track unmatched in `max_misses` consecutive frames is dropped,
+    so the same person returning later gets a new id.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, **kwargs: Any) -> None:
+        self.config = config if config is not None else TrackerConfig(**kwargs)
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    def reset(self) -> None:
+        """Forget every track (ids keep increasing)."""
+        self._tracks.clear()
+
+    @property
+    def track_ids(self) -> list[int]:
+        """Ids of the confirmed tracks still alive (seen now or missed fewer than max_misses times)."""
+        return [t.track_id for t in self._tracks if t.confirmed]
+
+    def update(self, profiles: Sequence[FaceProfile]) -> list[FaceProfile]:
+        """Match this frame's faces to the tracks, fuse their attributes and return the confirmed ones."""
+        cfg = self.config
+        pairs = self._match([p.detection.box for p in profiles])
+        matched_tracks = set()
+        out: list[FaceProfile] = []
+        for det_index, profile in enumerate(profiles):
+            track = pairs.get(det_index)
+            if track is None:
+                track = _Track(track_id=self._next_id, detection=profile.detection)
+                self._next_id += 1
+                self._tracks.append(track)
+            else:
+                track.hits += 1
+                track.misses = 0
+                track.detection = profile.detection
+            matched_tracks.add(id(track))
+            self._fuse(track, profile.scores)
+            if track.hits >= cfg.min_hits:
+                track.confirmed = True
+            if track.confirmed:
+                out.append(self._profile(track))
+        for track in self._tracks:
+            if id(track) not in matched_tracks:
+                track.misses += 1
+        self._tracks = [t for t in self._tracks if t.misses < cfg.max_misses]
+        return out
+
+    def _match(self, boxes: Sequence[Sequence[float]]) -> dict[int, _Track]:
+        """Greedy assignment: best overlaps first, then the closest centres among what is left."""
+        cfg = self.config
+        by_iou = [(iou(t.detection.box, b), ti, di) for ti, t in enumerate(self._tracks) for di, b in enumerate(boxes)]
+        by_iou = sorted((c for c in by_iou if c[0] >= cfg.iou_threshold), key=lambda c: -c[0])
+        used_t: set[int] = set()
+        pairs: dict[int, _Track] = {}
+        for _, ti, di in by_iou:
+            if ti not in used_t and di not in pairs:
+                used_t.add(ti)
+                pairs[di] = self._tracks[ti]
+        by_dist = [(center_distance(t.detection.box, b), ti, di)
+                   for ti, t in enumerate(self._tracks) if ti not in used_t
+                   for di, b in enumerate(boxes) if di not in pairs]
+        for dist, ti, di in sorted((c for c in by_dist if c[0] <= cfg.max_center_distance), key=lambda c: c[0]):
+            if ti not in used_t and di not in pairs:
+                used_t.add(ti)
+                pairs[di] = self._tracks[ti]
+        return pairs
+
+    def _fuse(self, track: _Track, scores: FaceScores) -> None:
+        cfg = self.config
+        track.latest = scores
+        for name, result in scores.attributes.items():
+            classes = tuple(result.distribution)
+            state = track.fusions.get(name)
+            if state is None or state.classes != classes:  # new attribute, or its classes changed: restart
+                mode = "window" if cfg.fusion == "none" else cfg.fusion
+                state = _AttributeFusion(classes, mode, cfg.alpha, 1 if cfg.fusion == "none" else cfg.window)
+                track.fusions[name] = state
+            state.add(result.distribution)
+        for name in set(track.fusions) - set(scores.attributes):
+            del track.fusions[name]
+
+    def _profile(self, track: _Track) -> FaceProfile:
+        latest = track.latest
+        assert latest is not None
+        attributes = {name: AttributeResult.from_distribution(track.fusions[name].distribution(),
+                                                              self.config.min_confidence)
+                      for name in latest.attributes}
+        frames = max((s.frames for s in track.fusions.values()), default=1)
+        # Joint top-k candidates cover only k of all descriptions, so they are not fusable: the newest frame's.
+        return FaceProfile(detection=track.detection, scores=FaceScores(attributes=attributes, joint=latest.joint),
+                           face_id=track.track_id, frames_fused=frames)

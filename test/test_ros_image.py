@@ -1,0 +1,136 @@
+"""Image message <-> BGR conversion without cv_bridge (duck-typed messages and real sensor_msgs types)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from demoprof_ros.ros_image import (
+    SUPPORTED_ENCODINGS, ImageConversionError, bgr_to_compressed, bgr_to_image_fields, compressed_to_bgr,
+    image_to_bgr,
+)
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    """A small BGR frame whose channels all differ, so that a channel swap is visible."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(7, 11, 3), dtype=np.uint8)
+    image[..., 0] = 10  # blue constant low, red varies: RGB/BGR swaps cannot cancel out
+    return image
+
+
+def _msg(array: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False,
+         width: int | None = None) -> SimpleNamespace:
+    """Message fields for `array` (H, W[, C]) or for raw rows (H, row bytes) with `width` given."""
+    height, width = array.shape[0], width or array.shape[1]
+    row = array.reshape(height, -1).view(np.uint8)
+    if pad:
+        row = np.concatenate([row, np.full((height, pad), 255, np.uint8)], axis=1)
+    return SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=int(bigendian),
+                           step=row.shape[1], data=row.tobytes())
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "bgra8", "rgba8", "mono8"])
+@pytest.mark.parametrize("pad", [0, 5])
+def test_roundtrip(frame: np.ndarray, encoding: str, pad: int) -> None:
+    fields = bgr_to_image_fields(frame, encoding)
+    assert fields["encoding"] == encoding and (fields["height"], fields["width"]) == frame.shape[:2]
+    array = np.frombuffer(fields["data"], np.uint8).reshape(fields["height"], fields["step"])
+    msg = _msg(array, encoding, pad=pad, width=fields["width"])
+    out = image_to_bgr(msg)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    gray = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    expected = gray if encoding == "mono8" else frame
+    np.testing.assert_array_equal(out, expected)
+    assert out.flags.writeable
+
+
+def test_rgb_is_swapped(frame: np.ndarray) -> None:
+    rgb = frame[..., ::-1].copy()
+    np.testing.assert_array_equal(image_to_bgr(_msg(rgb, "rgb8")), frame)
+    # the same bytes read as bgr8 give the swapped picture
+    np.testing.assert_array_equal(image_to_bgr(_msg(rgb, "bgr8")), rgb)
+
+
+@pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_16bit_endianness(encoding: str, bigendian: bool) -> None:
+    values = np.arange(16 * 20, dtype=np.uint16).reshape(16, 20) * 200
+    stored = values.astype(">u2" if bigendian else "<u2")
+    out = image_to_bgr(_msg(stored.view(np.uint8).reshape(16, 40), encoding, bigendian=bigendian, width=20))
+    assert out.shape == (16, 20, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 1], (values >> 8).astype(np.uint8))
+    # brightness order survives only when the bytes were read in the right order
+    flat = out[..., 0].ravel().astype(int)
+    assert np.all(np.diff(flat) >= 0) and flat[-1] > flat[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"encoding": "yuv422"}, "unsupported encoding 'yuv422'; supported: bgr8"),
+    ({"encoding": "32FC1"}, "supported:"),
+    ({"step": 11 * 3 - 1}, "step 32 is smaller than a row"),
+    ({"data": b"\0" * (11 * 3 * 7 - 4)}, "expected step * height"),
+    ({"data": b"\0" * (11 * 3 * 7 + 4)}, "expected step * height"),
+    ({"height": 0, "width": 0, "step": 0, "data": b""}, "empty image: 0x0"),
+])
+def test_bad_messages_refused(frame: np.ndarray, change: dict, message: str) -> None:
+    msg = _msg(frame, "bgr8")
+    for key, value in change.items():
+        setattr(msg, key, value)
+    with pytest.raises(ImageConversionError, match=message.replace("*", r"\*").replace("(", r"\(")):
+        image_to_bgr(msg)
+    assert issubclass(ImageConversionError, ValueError)
+
+
+def test_refusal_lists_every_supported_encoding() -> None:
+    msg = SimpleNamespace(height=1, width=1, encoding="bayer_rggb8", is_bigendian=0, step=1, data=b"\0")
+    with pytest.raises(ImageConversionError) as info:
+        image_to_bgr(msg)
+    assert all(enc in str(info.value) for enc in SUPPORTED_ENCODINGS)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_compressed_roundtrip(fmt: str) -> None:
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[:, 24:] = (0, 0, 255)  # right half red
+    fields = bgr_to_compressed(image, fmt)
+    out = compressed_to_bgr(SimpleNamespace(**fields))
+    assert out.shape == image.shape
+    tolerance = 0 if fmt == "png" else 12
+    assert np.abs(out.astype(int) - image.astype(int))[:, :20].max() <= tolerance
+    assert out[16, 40, 2] > 200 and out[16, 40, 0] < 40
+
+
+@pytest.mark.parametrize("data", [b"", b"not a jpeg at all"])
+def test_compressed_garbage_refused(data: bytes) -> None:
+    with pytest.raises(ImageConversionError, match="compressed image"):
+        compressed_to_bgr(SimpleNamespace(format="jpeg", data=data))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32),
+                                 np.zeros((0, 4, 3), np.uint8)])
+def test_writer_checks_input(bad: np.ndarray) -> None:
+    with pytest.raises(ImageConversionError):
+        bgr_to_image_fields(bad)
+    with pytest.raises(ImageConversionError, match="cannot write encoding"):
+        bgr_to_image_fields(np.zeros((2, 2, 3), np.uint8), "yuv422")
+
+
+def test_real_sensor_msgs_types(frame: np.ndarray) -> None:
+    """The generated message classes store data as array.array; conversion must read it without copies by field."""
+    sensor_msgs = pytest.importorskip("sensor_msgs.msg")
+    msg = sensor_msgs.Image(**bgr_to_image_fields(frame, "rgb8"))
+    np.testing.assert_array_equal(image_to_bgr(msg), frame)
+    cmsg = sensor_msgs.CompressedImage(**bgr_to_compressed(frame, "png"))
+    np.testing.assert_array_equal(compressed_to_bgr(cmsg), frame)
+
+
+def test_core_module_does_not_import_rclpy() -> None:
+    code = "import sys, demoprof_ros.ros_image, demoprof_ros.tracking, demoprof_ros.hri; print('rclpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
