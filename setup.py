@@ -15,6 +15,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.json") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/config/experiments", glob("config/experiments/*.yaml")),
         (f"share/{PACKAGE}/models", ["models/README.md"]),
         # The public-domain sample photos (image_source's default input, `make demo`).
         (f"share/{PACKAGE}/data", glob("test/data/group_photos/*")),

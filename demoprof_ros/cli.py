@@ -20,7 +20,7 @@ import yaml
 log = logging.getLogger("demoprof")
 
 # Modules that contribute subcommands, in help order.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("model_zoo", "demo")
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("demo", "model_zoo", "train", "evaluate", "experiment", "retrieval", "card")
 
 
 def _profile_config(args: argparse.Namespace):
