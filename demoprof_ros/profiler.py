@@ -156,11 +156,15 @@ class Profiler:
     def detector_name(self) -> str:
         return self.detector.name
 
-    def warmup(self, sizes: Sequence[int] = (1,)) -> None:
-        """Encode the prompts and run the image tower once so that the first real frame is not slow."""
+    def warmup(self, sizes: Sequence[int] | None = None) -> None:
+        """Encode the prompts and run the image tower once so that the first real frame is not slow.
+
+        sizes: batch sizes to run; default one face, or every fixed batch size of a compiled image tower
+        (scorer.compile_image_encoder), which would otherwise compile on the first frame of each size.
+        """
         _ = self.scorer.heads, (self.scorer.joint_head if self.scorer.joint_top_k else None)
         size = self.scorer.loaded.image_size
-        for n in sizes:
+        for n in sizes or self.scorer.buckets or (1,):
             self.scorer.encode_images([np.zeros((size, size, 3), np.uint8)] * n)
 
     def __call__(self, image: np.ndarray) -> list[FaceProfile]:
