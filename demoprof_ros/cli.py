@@ -107,7 +107,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         profiles = profiler(item.image)
         latency_ms = (time.perf_counter() - start) * 1000.0
         if args.json:
-            record = {"source": item.source, "width": int(item.image.shape[1]), "height": int(item.image.shape[0]),
+            # The frame fields follow /user_profile where they mean the same (docs/profile_schema.json).
+            record = {"source": item.source,
+                      "image": {"width": int(item.image.shape[1]), "height": int(item.image.shape[0])},
                       "model": profiler.model_name, "detector": profiler.detector_name,
                       "latency_ms": round(latency_ms, 2), "faces": [p.to_dict() for p in profiles]}
             print(json.dumps(record), flush=True)

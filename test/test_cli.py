@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from conftest import ROOT
+
 PHOTO = "group_photos/obama_family_2011.jpg"
 
 
@@ -38,6 +40,10 @@ def test_profile_json_on_a_folder_keeps_going(folder, tmp_path):
     assert len(by_name["a.jpg"]["faces"]) >= 3 and len(by_name["b.jpg"]["faces"]) >= 10
     assert "error" in by_name["c.jpg"] and "error" in by_name["d.jpg"]
     assert by_name["a.jpg"]["model"].startswith("tiny")
+    schema = json.loads((ROOT / "docs" / "profile_schema.json").read_text())
+    face_keys = set(schema["$defs"]["face"]["required"])
+    assert all(face_keys <= set(face) for face in by_name["a.jpg"]["faces"])
+    assert by_name["b.jpg"]["image"] == {"width": 660, "height": 478}
     assert "untrained" in result.stderr.lower() or "mean nothing" in result.stderr.lower()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.jpg"]
 
