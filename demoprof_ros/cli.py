@@ -92,8 +92,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     written: set[Path] = set()
     if annotate_dir is not None:
         annotate_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(items, total=getattr(items, "total", None), unit="img", disable=not args.progress,
-               file=sys.stderr)
+    total = getattr(items, "total", None)
+    bar = tqdm(items, total=total, unit="img", file=sys.stderr,
+               disable=not args.progress or (total is not None and total <= 1))
     if not args.json:
         print(f"{'source':40} {'face':>4} {'box (x,y,w,h)':>22}  {'age':>12} {'gender':>7} {'race':>16}  top description")
     for item in bar:
@@ -190,11 +191,18 @@ def _version() -> str:
     return f"demoprof {__version__}"
 
 
+def _configure_logging(verbose: int) -> None:
+    """Our own messages from INFO (DEBUG with -vv); other libraries' only from WARNING (INFO with -v)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for name in ("demoprof", "demoprof_ros"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
