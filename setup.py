@@ -27,7 +27,7 @@ setup(
     maintainer_email="demoprof@example.org",
     description="Perceived demographic user modelling for social robots with CLIP / FaRL (ROS 2).",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             "demoprof = demoprof_ros.cli:main",
