@@ -13,9 +13,10 @@ Variants, measured interleaved (one step of each in turn):
                             scorer.encode_text_trimmed): what that change saved
   mim-pixels                + MIM, MAE-style pixel targets (no teacher)
   mim-codebook              + MIM, FaRL-style token targets from the frozen teacher every step (train.py)
-  mim-codebook-cached       the same targets looked up from a per-image table computed once - a proposal
-  mim-codebook-cached-part  MIM on only --mim-fraction of each batch (cached targets) - a proposal: the
-                            masked copy doubles the image tower, so MIM's cost scales with that fraction
+  mim-codebook-cached       the same targets looked up from a per-image table computed once (mim.CachedTargets,
+                            what train.py now does)
+  mim-codebook-cached-part  MIM on only --mim-fraction of each batch (cached targets; train.py's mim_fraction
+                            setting): the masked copy doubles the image tower, so MIM's cost scales with it
 
 FLOPs: counted with torch.utils.flop_counter.FlopCounterMode on one step (matmuls, convolutions and attention,
 forward and backward; 1 multiply-add = 2 FLOPs), divided by the batch size. MFU = images/s x FLOPs per image /
@@ -45,11 +46,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from demoprof_ros.losses import ContrastiveLoss, clamp_logit_scale_  # noqa: E402
-from demoprof_ros.mim import (CodebookTargets, MIMHead, block_masks, encode_with_mim, grid_size,  # noqa: E402
-                              mim_loss, pixel_targets)
+from demoprof_ros.mim import (CachedTargets, CodebookTargets, MIMHead, block_masks, encode_with_mim,  # noqa: E402
+                              grid_size, mim_loss, pixel_targets)
 from demoprof_ros.models import build_model, model_config  # noqa: E402
 from demoprof_ros.prompts import PromptSet  # noqa: E402
-from demoprof_ros.scorer import encode_text_trimmed  # noqa: E402
 from demoprof_ros.taxonomy import CLASSES, descriptions  # noqa: E402
 from demoprof_ros.train import FineTuneModule, make_adamw, param_groups  # noqa: E402
 from demoprof_ros.transforms import OPENAI_MEAN, OPENAI_STD, normalize_uint8  # noqa: E402
@@ -70,17 +70,6 @@ class FullTextModule(FineTuneModule):
         else:
             image_features = self.clip.encode_image(images)
         return image_features, self.clip.encode_text(tokens), self.clip.logit_scale, predictions
-
-
-class PartialMIMModule(FineTuneModule):
-    """MIM on the first mask.shape[0] images of the batch only; the others take the plain image path."""
-
-    def forward(self, images, tokens, mask=None):
-        k = mask.shape[0]
-        clean, hidden = encode_with_mim(self.clip.visual, images[:k], mask, self.mim_head.mask_token)
-        image_features = torch.cat([clean, self.clip.encode_image(images[k:])]) if k < images.shape[0] else clean
-        text_features = encode_text_trimmed(self.clip, tokens, normalize=False)
-        return image_features, text_features, self.clip.logit_scale, self.mim_head(hidden, mask)
 
 
 class Step:
@@ -111,33 +100,22 @@ class Step:
                 codebook = CodebookTargets(teacher.to(device), centroids.to(device))
                 if variant == "mim-codebook":
                     self.targets = lambda x, idx: codebook(x)
-                else:  # cached (and part)
-                    self.codebook, self.table = codebook, {}
-                    self.targets = self._cached_targets
-        module_cls = {"contrastive-fulltext": FullTextModule,
-                      "mim-codebook-cached-part": PartialMIMModule}.get(variant, FineTuneModule)
-        self.module = module_cls(clip, self.head)
-        self.mim_images = (max(1, round(args.mim_fraction * args.batch_size))
-                           if variant == "mim-codebook-cached-part" else args.batch_size)
+                else:  # cached (and part), as train.py does
+                    self.targets = CachedTargets(codebook, args.batch_size, self.grid[0] * self.grid[1])
+        module_cls = FullTextModule if variant == "contrastive-fulltext" else FineTuneModule
+        fraction = args.mim_fraction if variant == "mim-codebook-cached-part" else 1.0
+        self.module = module_cls(clip, self.head, fraction)
+        self.mim_images = self.module.mim_count(args.batch_size)
         self.optimizer = make_adamw(param_groups(self.module, 0.1), 1e-5)
         self.scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
         self.loss_fn = ContrastiveLoss()
         self.step_index = 0
 
-    def _cached_targets(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Per-image token targets computed once (the teacher is frozen and there is no augmentation)."""
-        missing = [i for i, k in enumerate(index.tolist()) if k not in self.table]
-        if missing:
-            fresh = self.codebook(x[missing])
-            for row, i in zip(fresh, missing):
-                self.table[int(index[i])] = row
-        return torch.stack([self.table[int(k)] for k in index.tolist()])
-
     def prime(self, images_u8: torch.Tensor, index: torch.Tensor) -> None:
         """Fill the cached variant's target table (once per data set in a real run, not per step)."""
         if self.variant.startswith("mim-codebook-cached"):
             x = normalize_uint8(images_u8.to(self.device), OPENAI_MEAN, OPENAI_STD)
-            self._cached_targets(x, index)
+            self.targets(x, index)
 
     def __call__(self, images_u8: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor) -> float:
         device, args = self.device, self.args

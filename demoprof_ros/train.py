@@ -57,8 +57,8 @@ from .datasets import (DatasetError, FaceImageDataset, Sample, description_of, f
                        read_dataset, stratified_split)
 from .losses import ContrastiveLoss, clamp_logit_scale_
 from .metrics import classification_report, coarse_vocab_for, merge_to_coarse
-from .mim import (MIM_TARGETS, CodebookTargets, MIMError, MIMHead, block_masks, check_vit, encode_with_mim,
-                  farl_head_layers, grid_size, load_mim_state, mim_loss, pixel_targets)
+from .mim import (MIM_TARGETS, CachedTargets, CodebookTargets, MIMError, MIMHead, block_masks, check_vit,
+                  encode_with_mim, farl_head_layers, grid_size, load_mim_state, mim_loss, pixel_targets)
 from .models import LoadedModel, ModelLoadError, load_model, save_checkpoint
 from .prompts import PromptError, PromptSet, load_prompts
 from .scorer import ZeroShotScorer, encode_text_trimmed
@@ -109,6 +109,7 @@ class TrainConfig:
     mim_weight: float = 1.0
     mim_target: str = "codebook"
     mask_ratio: float = 0.4
+    mim_fraction: float = 1.0
     mim_codebook_size: int = 512
     mim_head_layers: int = 1
     mim_kmeans_iters: int = 20
@@ -162,6 +163,8 @@ class TrainConfig:
         need(self.mim_weight >= 0, "mim_weight", ">= 0")
         need(self.mim_target in MIM_TARGETS, "mim_target", f"one of {MIM_TARGETS}")
         need(0.0 < self.mask_ratio < 1.0, "mask_ratio", "a fraction in (0, 1)")
+        need(0.0 < self.mim_fraction <= 1.0, "mim_fraction",
+             "a fraction in (0, 1]: the share of each batch that gets MIM (1 = every image, as FaRL)")
         need(self.mim_codebook_size >= 2, "mim_codebook_size", ">= 2")
         need(self.mim_head_layers >= 1, "mim_head_layers", ">= 1")
         need(self.mim_kmeans_iters >= 1, "mim_kmeans_iters", ">= 1")
@@ -446,17 +449,34 @@ def _collate(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, list[str]]
 # --- the trained module -------------------------------------------------------------------------------------
 
 class FineTuneModule(nn.Module):
-    """CLIP plus the optional MIM head, as one module so that DDP sees every trained parameter."""
+    """CLIP plus the optional MIM head, as one module so that DDP sees every trained parameter.
 
-    def __init__(self, clip: nn.Module, mim_head: MIMHead | None = None) -> None:
+    `mim_fraction` < 1: MIM (masked copy, head, loss) runs on the first `mim_count(B)` images of each batch
+    only (the batch order is shuffled); the contrastive loss still sees every image. The masked copy is
+    what makes MIM cost (it doubles the image tower), so the extra cost scales with the fraction.
+    """
+
+    def __init__(self, clip: nn.Module, mim_head: MIMHead | None = None, mim_fraction: float = 1.0) -> None:
         super().__init__()
+        if not 0.0 < mim_fraction <= 1.0:
+            raise MIMError(f"mim_fraction must be in (0, 1], got {mim_fraction}")
         self.clip = clip
         self.mim_head = mim_head
+        self.mim_fraction = float(mim_fraction)
+
+    def mim_count(self, batch_size: int) -> int:
+        """How many images of a batch get MIM: ceil(fraction x B), at least 1."""
+        return max(1, min(batch_size, math.ceil(round(self.mim_fraction * batch_size, 6))))
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None):
-        """(image features, text features, logit_scale parameter, MIM predictions or None)."""
+        """(image features, text features, logit_scale parameter, MIM predictions or None).
+
+        `mask` is mim_count(B) x patches: the masks of the images that get MIM (the first ones)."""
         predictions = None
         if self.mim_head is not None and mask is not None:
+            if mask.shape[0] != self.mim_count(images.shape[0]):
+                raise MIMError(f"{mask.shape[0]} masks for a batch of {images.shape[0]}; expected "
+                               f"{self.mim_count(images.shape[0])} (mim_fraction {self.mim_fraction})")
             image_features, hidden = encode_with_mim(self.clip.visual, images, mask, self.mim_head.mask_token)
             predictions = self.mim_head(hidden, mask)
         else:
@@ -677,15 +697,18 @@ def train_one(cfg: TrainConfig, seed: int, data: TrainData, env: Dist) -> RunRes
         if loaded.mim_state:
             log.info("MIM head: reused %s from %s; skipped %s", reused or "nothing", loaded.name, skipped or "none")
         mim_info = {"target": cfg.mim_target, "weight": cfg.mim_weight, "mask_ratio": cfg.mask_ratio,
-                    "head_layers": layers, "reused": reused, "skipped": skipped}
+                    "fraction": cfg.mim_fraction, "head_layers": layers, "reused": reused, "skipped": skipped}
         if cfg.mim_target == "codebook":
-            targets, cache = _codebook(cfg, clip, loaded, data, env)
-            mim_info.update({"codebook_size": targets.size, "codebook_cache": str(cache),
-                             "kmeans_seed": cfg.mim_kmeans_seed, "kmeans_iters": cfg.mim_kmeans_iters})
+            codebook, cache = _codebook(cfg, clip, loaded, data, env)
+            # the teacher is frozen and images are not augmented: each image's targets are computed once
+            targets = CachedTargets(codebook, len(data.train), int(np.prod(grid_size(clip.visual))))
+            mim_info.update({"codebook_size": codebook.size, "codebook_cache": str(cache),
+                             "kmeans_seed": cfg.mim_kmeans_seed, "kmeans_iters": cfg.mim_kmeans_iters,
+                             "targets": "computed once per image (frozen teacher, no augmentation)"})
         else:
-            targets = lambda x: pixel_targets(x, patch)  # noqa: E731
+            targets = lambda x, index: pixel_targets(x, patch)  # noqa: E731
 
-    module = FineTuneModule(clip, head)
+    module = FineTuneModule(clip, head, cfg.mim_fraction)
     wrapped: nn.Module = module
     if env.world_size > 1:
         wrapped = nn.parallel.DistributedDataParallel(
@@ -778,15 +801,16 @@ def train_one(cfg: TrainConfig, seed: int, data: TrainData, env: Dist) -> RunRes
         wrapped.train()
         sums = {"loss": 0.0, "contrastive": 0.0, "mim": 0.0}
         bar = _progress(cfg.progress and env.main, steps, f"seed {seed} epoch {epoch + 1}/{cfg.epochs}")
-        for step, (images, _, captions) in enumerate(loader):
+        for step, (images, index, captions) in enumerate(loader):
             if step >= steps:
                 break
             x = normalize_uint8(images.to(device, non_blocking=True), loaded.mean, loaded.std)
             tokens = loaded.tokenizer(captions).to(device, non_blocking=True)
             mask = target = None
             if head is not None:
-                mask = block_masks(x.shape[0], grid, cfg.mask_ratio, (seed, epoch, step, env.rank)).to(device)
-                target = targets(x)
+                k = module.mim_count(x.shape[0])  # the first k images get MIM (the order is shuffled)
+                mask = block_masks(k, grid, cfg.mask_ratio, (seed, epoch, step, env.rank)).to(device)
+                target = targets(x[:k], index[:k])
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
                 image_features, text_features, logit_scale, predictions = wrapped(x, tokens, mask)
@@ -1002,6 +1026,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mim-weight", dest="mim_weight", type=float, help="lambda of the MIM loss")
     p.add_argument("--mim-target", dest="mim_target", choices=MIM_TARGETS)
     p.add_argument("--mask-ratio", dest="mask_ratio", type=float)
+    p.add_argument("--mim-fraction", dest="mim_fraction", type=float,
+                   help="share of each batch that gets MIM, in (0, 1] (1 = every image, as FaRL)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="per process")
     p.add_argument("--lr", type=float)
     p.add_argument("--selection", choices=SELECTIONS)
@@ -1016,8 +1042,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _ARG_KEYS = ("model", "models_dir", "train", "val", "attributes", "prompts_file", "epochs", "patience", "seeds",
-             "mim", "mim_weight", "mim_target", "mask_ratio", "batch_size", "lr", "selection", "precision",
-             "output", "device", "workers", "cache", "resume", "strict", "progress")
+             "mim", "mim_weight", "mim_target", "mask_ratio", "mim_fraction", "batch_size", "lr", "selection",
+             "precision", "output", "device", "workers", "cache", "resume", "strict", "progress")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -96,7 +96,9 @@ def _ddp_worker(rank, world, port, image, text, scale, queue):
         local_text = text[rank * rows:(rank + 1) * rows].clone().requires_grad_(True)
         loss = ContrastiveLoss(rank, world)(local_image, local_text, torch.tensor(scale))
         loss.backward()
-        queue.put((rank, loss.item(), local_image.grad.clone(), local_text.grad.clone()))
+        # numpy copies, not tensors: a tensor on a queue is shared through a file descriptor that vanishes
+        # when this process exits before the parent has read it.
+        queue.put((rank, loss.item(), local_image.grad.numpy().copy(), local_text.grad.numpy().copy()))
     finally:
         dist.destroy_process_group()
 
@@ -124,5 +126,5 @@ def test_two_process_gather_equals_the_global_batch_loss():
         assert p.exitcode == 0
     for rank, loss, grad_image, grad_text in results:
         assert loss == pytest.approx(reference.item(), rel=1e-5)
-        assert torch.allclose(grad_image, ref_image.grad[rank * 4:(rank + 1) * 4], atol=1e-6)
-        assert torch.allclose(grad_text, ref_text.grad[rank * 4:(rank + 1) * 4], atol=1e-6)
+        assert torch.allclose(torch.from_numpy(grad_image), ref_image.grad[rank * 4:(rank + 1) * 4], atol=1e-6)
+        assert torch.allclose(torch.from_numpy(grad_text), ref_text.grad[rank * 4:(rank + 1) * 4], atol=1e-6)

@@ -221,3 +221,50 @@ def test_mim_head_round_trips_through_a_checkpoint(clip, tmp_path):
     assert not skipped and len(reused) == len(head.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), head.state_dict().values()))
     assert json.loads((tmp_path / "meta.json").read_text())["note"] == "mim"
+
+
+# --- MIM on part of the batch; targets cached per image ------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_masked_copy_for_the_first_k_images_only(clip, k):
+    visual = clip.visual.eval()
+    x = _images(4, seed=5)
+    head = mim.MIMHead.for_visual(visual, 8)
+    mask = mim.block_masks(k, mim.grid_size(visual), 0.4, seed=0)
+    with torch.no_grad():
+        clean, hidden = mim.encode_with_mim(visual, x, mask, head.mask_token)
+        _, hidden_first = mim.encode_with_mim(visual, x[:k], mask, head.mask_token)
+        reference = visual(x)
+    assert clean.shape == (4, reference.shape[1]) and torch.allclose(clean, reference, atol=1e-5)
+    assert hidden.shape == (k, 1 + 16, 64) and torch.allclose(hidden, hidden_first, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (0, 16), (2, 15), (16,)])
+def test_mask_that_does_not_fit_the_batch_is_refused(clip, shape):
+    head = mim.MIMHead.for_visual(clip.visual, 8)
+    with pytest.raises(mim.MIMError, match="does not fit"):
+        mim.encode_with_mim(clip.visual, _images(4), torch.zeros(shape, dtype=torch.bool), head.mask_token)
+
+
+def test_cached_targets_equal_fresh_ones_and_are_computed_once(clip, tmp_path, monkeypatch):
+    codebook, _ = mim.CodebookTargets.build(clip.visual, lambda: iter([_images(8, seed=3)]), k=12,
+                                            cache_dir=tmp_path, data_fingerprint="c", iters=3)
+    data = _images(10, seed=7)  # the "training set": dataset index i -> data[i]
+    cache = mim.CachedTargets(codebook, n_images=10, n_patches=16)
+    assert cache.table.dtype == torch.int16 and cache.filled == 0 and cache.size == 12
+    calls = []
+    original = codebook.__class__.__call__
+    monkeypatch.setattr(codebook.__class__, "__call__", lambda self, x: calls.append(len(x)) or original(self, x))
+    for order in ([3, 1, 4], [1, 5, 9, 2], [6, 5, 3, 0, 8, 7], [9, 2, 6, 5]):  # overlapping batches
+        index = torch.tensor(order)
+        got = cache(data[index], index)
+        assert got.dtype == torch.long and torch.equal(got, original(codebook, data[index]))
+    assert cache.filled == 10 and sum(calls) == 10  # each image's teacher forward ran exactly once
+    # identical loss to the uncached path
+    mask = mim.block_masks(4, (4, 4), 0.4, seed=1)
+    predictions = torch.randn(int(mask.sum()), 12, generator=torch.Generator().manual_seed(0))
+    index = torch.tensor([9, 0, 4, 7])
+    assert torch.equal(mim.mim_loss(predictions, cache(data[index], index), mask),
+                       mim.mim_loss(predictions, original(codebook, data[index]), mask))
+    with pytest.raises(mim.MIMError, match="out of range"):
+        cache(data[:1], torch.tensor([10]))

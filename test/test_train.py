@@ -105,6 +105,51 @@ def test_weight_decay_skips_biases_norms_embeddings_temperature_and_mask_token()
     assert len(decayed) + len(skipped) == len(names)
 
 
+@pytest.mark.parametrize("fraction,batch,expected", [(1.0, 8, 8), (0.5, 8, 4), (0.25, 8, 2), (0.5, 7, 4),
+                                                     (0.1, 30, 3), (0.01, 8, 1)])
+def test_mim_count_is_the_ceiling_of_fraction_times_batch(fraction, batch, expected):
+    from demoprof_ros.models import build_model, model_config
+
+    assert train.FineTuneModule(build_model(model_config("tiny-64")), None, fraction).mim_count(batch) == expected
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_module_refuses_a_fraction_outside_0_1(fraction):
+    from demoprof_ros.mim import MIMError
+    from demoprof_ros.models import build_model, model_config
+
+    with pytest.raises(MIMError, match="mim_fraction"):
+        train.FineTuneModule(build_model(model_config("tiny-64")), None, fraction)
+
+
+def test_mim_fraction_half_runs_mim_on_half_the_batch_and_trains_the_mask_token():
+    import open_clip
+
+    from demoprof_ros.mim import MIMError, MIMHead, block_masks, grid_size, mim_loss, pixel_targets
+    from demoprof_ros.models import build_model, model_config
+
+    torch.manual_seed(0)
+    clip = build_model(model_config("tiny-64")).train()
+    module = train.FineTuneModule(clip, MIMHead.for_visual(clip.visual, 16 * 16 * 3), mim_fraction=0.5)
+    x = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    tokens = open_clip.get_tokenizer("ViT-B-16-quickgelu")(["a photo of a face."] * 6)
+    k = module.mim_count(6)
+    assert k == 3
+    mask = block_masks(k, grid_size(clip.visual), 0.4, seed=0)
+    image_features, text_features, logit_scale, predictions = module(x, tokens, mask)
+    assert image_features.shape[0] == text_features.shape[0] == 6  # the contrastive loss sees every image
+    assert predictions.shape == (int(mask.sum()), 16 * 16 * 3) and int(mask.sum()) == 3 * round(0.4 * 16)
+    with torch.no_grad():  # the images without MIM take the plain path
+        assert torch.allclose(image_features[k:], clip.encode_image(x[k:]), atol=1e-5)
+    loss = train.ContrastiveLoss()(image_features, text_features, logit_scale) \
+        + mim_loss(predictions, pixel_targets(x[:k], 16), mask)
+    loss.backward()
+    assert module.mim_head.mask_token.grad is not None and module.mim_head.mask_token.grad.abs().sum() > 0
+    assert clip.visual.conv1.weight.grad.abs().sum() > 0
+    with pytest.raises(MIMError, match="expected 3"):  # a full batch of masks does not match the fraction
+        module(x, tokens, block_masks(6, grid_size(clip.visual), 0.4, seed=0))
+
+
 def test_config_file_plus_overrides(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text("epochs: 4\nlr: 2.0e-5\nseeds: [1, 2]\nmim: true\ntrain: a.csv\n")
@@ -126,6 +171,10 @@ def test_shipped_train_yaml_documents_every_setting():
     ("epoch: 3\n", "unknown settings"),
     ("epochs: three\n", "epochs='three'"),
     ("mask_ratio: 1.5\n", "mask_ratio"),
+    ("mim_fraction: 0\n", "mim_fraction=0.0: expected a fraction in \\(0, 1\\]"),
+    ("mim_fraction: 1.25\n", "mim_fraction=1.25"),
+    ("mim_fraction: -0.5\n", "mim_fraction"),
+    ("mim_fraction: half\n", "mim_fraction='half': expected a float"),
     ("selection: accuracy\n", "selection"),
     ("- a\n- b\n", "mapping"),
 ])
@@ -252,8 +301,11 @@ def test_cli_registration():
 
     parser = argparse.ArgumentParser()
     train.register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train", "--train", "a.csv", "--seeds", "0", "1", "--no-mim", "--mask-ratio", "0.5"])
+    args = parser.parse_args(["train", "--train", "a.csv", "--seeds", "0", "1", "--no-mim", "--mask-ratio", "0.5",
+                              "--mim-fraction", "0.25"])
     assert args.func is train.cmd_train and args.seeds == [0, 1] and args.mim is False and args.mask_ratio == 0.5
+    cfg = train.load_config(None, {k: getattr(args, k, None) for k in train._ARG_KEYS})
+    assert cfg.mim_fraction == 0.25 and cfg.mask_ratio == 0.5
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
