@@ -97,6 +97,14 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def machine_line(m: dict[str, Any], with_threads: bool = True) -> str:
+    """The one-line machine header of every report (threads only where this process does the work)."""
+    threads = f" | torch threads {m['torch_threads']}" if with_threads else ""
+    gpu = f" | {m['gpu']}" if m.get("gpu") else ""
+    return (f"{m['date']} | {m['host_cpu']} | nproc {m['nproc']}{threads} | torch {m['torch']} | "
+            f"load avg {m['load_avg_1m']}{gpu}")
+
+
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RANDOM_WEIGHTS_NOTE, command_line, machine_info, markdown_table, random_checkpoint,  # noqa: E402
-                     write_json)
+from _common import (RANDOM_WEIGHTS_NOTE, command_line, machine_info, machine_line, markdown_table,  # noqa: E402
+                     random_checkpoint, write_json)
 from bench_node import SIZES, ros_env, start_node  # noqa: E402
 
 
@@ -152,8 +152,7 @@ def print_report(results: dict[str, Any], args) -> None:
     m, g, fin = results["machine"], results["growth"], results["final_kb"]
     print(f"\n## Node memory: {args.arch}, {args.device} {args.dtype}, {args.size} {args.transport} at {args.rate:g} Hz "
           f"for {args.duration:g} s\n")
-    print(f"{m['date']} | {m['host_cpu']} | nproc {m['nproc']} | torch {m['torch']} | load avg {m['load_avg_1m']}"
-          + (f" | {m['gpu']}" if m.get("gpu") else ""))
+    print(machine_line(m, with_threads=False))
     print(f"Note: {RANDOM_WEIGHTS_NOTE}.\n")
     start = results["after_start_kb"]
     rows = [["after start (configured, warmed up)", start.get("VmRSS", 0) / 1024, start.get("RssAnon", 0) / 1024,

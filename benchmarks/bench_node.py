@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RANDOM_WEIGHTS_NOTE, ROOT, CpuHogs, command_line, machine_info,  # noqa: E402
+from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, CpuHogs, machine_info, machine_line,  # noqa: E402
                      markdown_table, random_checkpoint, summary, write_json)
 
 SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
@@ -357,8 +357,7 @@ def print_report(results: dict[str, Any], args) -> None:
     m = results["machine"]
     print(f"\n## Node end to end: {args.arch}, {args.device} {args.dtype}, detector {results['detector']}, "
           f"{args.faces} face(s) per frame\n")
-    print(f"{m['date']} | {m['host_cpu']} | nproc {m['nproc']} | torch {m['torch']} | load avg {m['load_avg_1m']}"
-          + (f" | {m['gpu']}" if m.get("gpu") else ""))
+    print(machine_line(m, with_threads=False))
     extra = " ".join(args.node_env)
     if args.cpu_hogs:
         print(f"{args.cpu_hogs} busy process(es) of kind '{args.hog_kind}' ran beside the node during the "

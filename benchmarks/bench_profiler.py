@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine_info, markdown_table,  # noqa: E402
-                     random_checkpoint, set_threads, summary, timed, write_json)
+from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine_info, machine_line,  # noqa: E402
+                     markdown_table, random_checkpoint, set_threads, summary, timed, write_json)
 
 import torch  # noqa: E402
 
@@ -464,8 +464,7 @@ def print_report(results: dict[str, Any], args) -> None:
     m = results["machine"]
     print(f"\n## Profiler pipeline: {args.arch}, {args.device} {args.dtype}, frame {args.frame_size[0]}x"
           f"{args.frame_size[1]}\n")
-    print(f"{m['date']} | {m['host_cpu']} | nproc {m['nproc']} | torch threads {m['torch_threads']} | "
-          f"torch {m['torch']} | load avg {m['load_avg_1m']}" + (f" | {m['gpu']}" if m.get("gpu") else ""))
+    print(machine_line(m))
     print(f"Note: {RANDOM_WEIGHTS_NOTE}.\n")
     rows = []
     for r in results["scaling"]:

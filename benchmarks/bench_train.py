@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine_info, markdown_table,  # noqa: E402
-                     set_threads, summary, timed, write_json)
+from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine_info, machine_line,  # noqa: E402
+                     markdown_table, set_threads, summary, timed, write_json)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -335,8 +335,7 @@ def main(argv=None) -> int:
 def print_report(results: dict[str, Any], args) -> None:
     m = results["machine"]
     print(f"\n## Training step: {args.arch}, {args.device}, autocast {results['autocast']}, batch {args.batch_size}\n")
-    print(f"{m['date']} | {m['host_cpu']} | nproc {m['nproc']} | torch threads {m['torch_threads']} | "
-          f"torch {m['torch']} | load avg {m['load_avg_1m']}" + (f" | {m['gpu']}" if m.get("gpu") else ""))
+    print(machine_line(m))
     print(f"Note: {RANDOM_WEIGHTS_NOTE}.\n")
     first = results["steps"][0]["variant"]
     rows = [[r["variant"], r["median_ms"], r["p95_ms"], r["images_per_s"], f"{r['vs_first']:.2f}x",
