@@ -311,16 +311,21 @@ def fingerprint(samples: Iterable[Sample]) -> str:
 # --- captions ------------------------------------------------------------------------------------------------
 
 
-def description_of(sample: Sample) -> Description:
-    """The sample's full description with only the attributes it has a fine class for (coarse/unknown -> None)."""
-    return Description(**{a: v for a, v in sample.labels.items() if a in CLASSES and v in CLASSES[a]})
+def description_of(sample: Sample, attributes: Iterable[str] = ATTRIBUTE_NAMES) -> Description:
+    """The sample's description over `attributes`, only where it has a fine class (coarse/unknown -> None).
+
+    Switched-off attributes never appear, so a caption cannot mention what the user turned off."""
+    enabled = set(attributes)
+    return Description(**{a: v for a, v in sample.labels.items() if a in enabled and a in CLASSES
+                          and v in CLASSES[a]})
 
 
-def captions_for(sample: Sample, prompts: PromptSet, rng: random.Random | None = None) -> str:
+def captions_for(sample: Sample, prompts: PromptSet, rng: random.Random | None = None,
+                 attributes: Iterable[str] = ATTRIBUTE_NAMES) -> str:
     """The training caption: the row's own caption when present, else a sampled template (FLYP)."""
     if sample.caption:
         return sample.caption
-    return prompts.caption(description_of(sample), rng)
+    return prompts.caption(description_of(sample, attributes), rng)
 
 
 # --- images --------------------------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ import yaml
 from torch import nn
 
 from . import __version__
-from .datasets import (DatasetError, FaceImageDataset, Sample, description_of, fingerprint, label_counts,
-                       read_dataset, stratified_split)
+from .datasets import (DatasetError, FaceImageDataset, Sample, captions_for, description_of, fingerprint,
+                       label_counts, read_dataset, stratified_split)
 from .losses import ContrastiveLoss, clamp_logit_scale_
 from .metrics import classification_report, coarse_vocab_for, merge_to_coarse
 from .mim import (MIM_TARGETS, CachedTargets, CodebookTargets, MIMError, MIMHead, block_masks, check_vit,
@@ -393,7 +393,7 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
         except ValueError as exc:
             raise DatasetError(f"cannot split a validation set off the training data: {exc}") from None
         split = f"stratified by {'/'.join(keys)}, fraction {cfg.val_fraction}, seed {cfg.split_seed}"
-    usable = [s for s in train if s.caption or _description(s, cfg.attributes).as_dict()]
+    usable = [s for s in train if s.caption or description_of(s, cfg.attributes).as_dict()]
     if len(usable) < len(train):
         log.warning("%d training samples have neither a caption nor a label for %s; left out of training",
                     len(train) - len(usable), "/".join(cfg.attributes))
@@ -409,12 +409,6 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     return TrainData(usable, val, info)
 
 
-def _description(sample: Sample, attributes: Sequence[str]) -> Description:
-    """The sample's description restricted to the enabled attributes (switched-off ones never appear)."""
-    full = description_of(sample).as_dict()
-    return Description(**{a: v for a, v in full.items() if a in attributes})
-
-
 class Captioner:
     """FLYP captions: the row's own caption, else a template sampled per call from the description.
 
@@ -426,9 +420,7 @@ class Captioner:
         self.rng = random.Random(seed) if seed is not None else None
 
     def __call__(self, sample: Sample) -> str:
-        if sample.caption:
-            return sample.caption
-        return self.prompts.caption(_description(sample, self.attributes), self.rng)
+        return captions_for(sample, self.prompts, self.rng, self.attributes)
 
 
 def seed_worker(worker_id: int) -> None:

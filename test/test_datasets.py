@@ -248,6 +248,8 @@ def test_captions_for():
     coarse = ds.Sample(Path("a.jpg"), {"age": "3-9", "gender": "Male", "race": "Asian"}, None, "")
     assert ds.captions_for(coarse, prompts) == prompts.caption(Description("3-9", "Male", None))
     assert "boy" in ds.captions_for(coarse, prompts) and "Asian" not in ds.captions_for(coarse, prompts)
+    no_race = ds.captions_for(full, prompts, attributes=("age", "gender"))
+    assert no_race == prompts.caption(Description("20-29", "Female", None)) and "Asian" not in no_race
 
 
 def test_dataset_in_dataloader_with_captions(images):
