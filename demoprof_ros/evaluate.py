@@ -501,15 +501,3 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _fail(message: str, code: int) -> int:
     print(f"demoprof eval: error: {message}", file=sys.stderr)
     return code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m demoprof_ros.evaluate ...` (same as `demoprof eval ...`)."""
-    parser = build_parser(argparse.ArgumentParser(prog="demoprof eval", description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return cmd_eval(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

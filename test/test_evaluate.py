@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from demoprof_ros import evaluate as ev
+from demoprof_ros.cli import eval_main
 from demoprof_ros.datasets import read_dataset
 from demoprof_ros.taxonomy import CLASSES
 
@@ -129,8 +130,8 @@ def tiny_run(shared_data, tmp_path_factory):
         (str(ff / picked[2]), "", "Male", "Indian"),               # age unknown
     ])
     out = tmp / "out"
-    code = ev.main(["--model", "tiny", "--data", str(ff), str(shared_data / "utkface_crop_part1"), str(bad),
-                    "--output", str(out), "--limit", "12", "--no-progress", "--batch-size", "8"])
+    code = eval_main(["--model", "tiny", "--data", str(ff), str(shared_data / "utkface_crop_part1"), str(bad),
+                      "--output", str(out), "--limit", "12", "--no-progress", "--batch-size", "8"])
     return code, out, json.loads((out / "results.json").read_text())
 
 
