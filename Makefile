@@ -33,6 +33,7 @@ profile: $(STAMP)
 	$(VENV)/bin/demoprof profile test/data/group_photos/obama_family_2011.jpg --model auto
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --config .importlinter --no-cache
 	$(PY) -m pytest test $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -140,7 +140,7 @@ def random_checkpoint(arch: str, out_dir: str | os.PathLike, seed: int = 0) -> P
     """
     import torch
 
-    from demoprof_ros.models import CHECKPOINT_FILE, META_FILE, build_model, model_config, save_checkpoint
+    from demoprof_ros.core.models import CHECKPOINT_FILE, META_FILE, build_model, model_config, save_checkpoint
     out = Path(out_dir)
     marker = out / META_FILE
     if marker.is_file() and (out / CHECKPOINT_FILE).is_file():

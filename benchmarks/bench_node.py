@@ -163,7 +163,7 @@ class Client:
         return False
 
     def message(self, frame, kind: str, jpeg_quality: int = 90) -> Any:
-        from demoprof_ros.ros_image import bgr_to_compressed, bgr_to_image_fields
+        from demoprof_ros.ros.image_conversion import bgr_to_compressed, bgr_to_image_fields
         if kind == "raw":
             return self.Image(**bgr_to_image_fields(frame))
         return self.CompressedImage(**bgr_to_compressed(frame, "jpeg", jpeg_quality))

@@ -33,13 +33,13 @@ from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine
 
 import torch  # noqa: E402
 
-from demoprof_ros.detection import build_detector, crop_face  # noqa: E402
-from demoprof_ros.images import load_image  # noqa: E402
-from demoprof_ros.profiler import Profiler, ProfilerConfig  # noqa: E402
-from demoprof_ros.results import Detection  # noqa: E402
-from demoprof_ros.scorer import ZeroShotScorer, encode_text_trimmed  # noqa: E402
-from demoprof_ros.taxonomy import CLASSES  # noqa: E402
-from demoprof_ros.transforms import normalize_uint8, resize_center_crop  # noqa: E402
+from demoprof_ros.core.detection import build_detector, crop_face  # noqa: E402
+from demoprof_ros.core.images import load_image  # noqa: E402
+from demoprof_ros.core.profiler import Profiler, ProfilerConfig  # noqa: E402
+from demoprof_ros.core.results import Detection  # noqa: E402
+from demoprof_ros.core.scorer import ZeroShotScorer, encode_text_trimmed  # noqa: E402
+from demoprof_ros.core.taxonomy import CLASSES  # noqa: E402
+from demoprof_ros.core.transforms import normalize_uint8, resize_center_crop  # noqa: E402
 
 PHOTOS = ("group_photos/obama_family_2011.jpg", "group_photos/solvay_conference_1927.jpg")
 MARGIN = 0.25
@@ -367,7 +367,7 @@ def pil_vs_opencv(profiler: Profiler, crops) -> dict[str, Any]:
     t_pil = [timed(lambda: [base._image(c) for c in sample])[0] / len(sample) for _ in range(15)]
     base.preprocess = "same"
     t_same = [timed(lambda: [base._image(c) for c in sample])[0] / len(sample) for _ in range(15)]
-    from demoprof_ros.transforms import preprocess_bgr
+    from demoprof_ros.core.transforms import preprocess_bgr
     loaded = scorer.loaded
     t_batch = [timed(lambda: preprocess_bgr(sample, loaded.image_size, loaded.mean, loaded.std))[0] / len(sample)
                for _ in range(15)]

@@ -45,14 +45,14 @@ from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from demoprof_ros.losses import ContrastiveLoss, clamp_logit_scale_  # noqa: E402
-from demoprof_ros.mim import (CachedTargets, CodebookTargets, MIMHead, block_masks, encode_with_mim,  # noqa: E402
+from demoprof_ros.training.losses import ContrastiveLoss, clamp_logit_scale_  # noqa: E402
+from demoprof_ros.training.mim import (CachedTargets, CodebookTargets, MIMHead, block_masks, encode_with_mim,  # noqa: E402
                               grid_size, mim_loss, pixel_targets)
-from demoprof_ros.models import build_model, model_config  # noqa: E402
-from demoprof_ros.prompts import PromptSet  # noqa: E402
-from demoprof_ros.taxonomy import CLASSES, descriptions  # noqa: E402
-from demoprof_ros.train import FineTuneModule, make_adamw, param_groups  # noqa: E402
-from demoprof_ros.transforms import OPENAI_MEAN, OPENAI_STD, normalize_uint8  # noqa: E402
+from demoprof_ros.core.models import build_model, model_config  # noqa: E402
+from demoprof_ros.core.prompts import PromptSet  # noqa: E402
+from demoprof_ros.core.taxonomy import CLASSES, descriptions  # noqa: E402
+from demoprof_ros.training.trainer import FineTuneModule, make_adamw, param_groups  # noqa: E402
+from demoprof_ros.core.transforms import OPENAI_MEAN, OPENAI_STD, normalize_uint8  # noqa: E402
 
 VARIANTS = ("contrastive", "contrastive-fulltext", "mim-pixels", "mim-codebook", "mim-codebook-cached",
             "mim-codebook-cached-part")
@@ -182,8 +182,8 @@ def loader_bench(args, image_size: int) -> list[dict[str, Any]]:
 
     The cache (decoded face images) is written to a temporary folder that is deleted when the study ends.
     """
-    from demoprof_ros.datasets import FaceImageDataset, build_cache, cache_path, read_dataset
-    from demoprof_ros.train import Captioner, _collate, seed_worker
+    from demoprof_ros.training.datasets import FaceImageDataset, build_cache, cache_path, read_dataset
+    from demoprof_ros.training.trainer import Captioner, _collate, seed_worker
     data_root = shared_data_dir()
     if data_root is None:
         return [{"error": "shared data not found (set DEMOPROF_DATA or put ../shared/data beside the checkout)"}]
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    from demoprof_ros.train import resolve_precision
+    from demoprof_ros.training.trainer import resolve_precision
     device = torch.device(args.device)
     autocast_dtype = resolve_precision(args.precision, device)
     peak = args.peak_tflops if args.peak_tflops is not None else (H100_BF16_TFLOPS if device.type == "cuda" else None)

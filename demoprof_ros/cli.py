@@ -20,11 +20,12 @@ import yaml
 log = logging.getLogger("demoprof")
 
 # Modules that contribute subcommands, in help order.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("demo", "model_zoo", "train", "evaluate", "experiment", "retrieval", "card")
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("demo", "core.model_zoo", "training.trainer", "evaluation.evaluate",
+                                         "evaluation.experiment", "evaluation.retrieval", "evaluation.card")
 
 
 def _profile_config(args: argparse.Namespace):
-    from .profiler import ConfigError, ProfilerConfig
+    from .core.profiler import ConfigError, ProfilerConfig
 
     data: dict[str, Any] = {}
     if args.config:
@@ -49,7 +50,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     keeping only the profiler's own settings; the node checks the rest)."""
     import dataclasses
 
-    from .profiler import ProfilerConfig
+    from .core.profiler import ProfilerConfig
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -74,11 +75,11 @@ def _fail(message: str, code: int) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .annotate import draw_profiles
-    from .detection import DetectorUnavailable
-    from .images import iter_media
-    from .models import ModelLoadError
-    from .profiler import Profiler
+    from .core.annotate import draw_profiles
+    from .core.detection import DetectorUnavailable
+    from .core.images import iter_media
+    from .core.models import ModelLoadError
+    from .core.profiler import Profiler
 
     cfg = _profile_config(args)
     try:

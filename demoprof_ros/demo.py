@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .profiler import ConfigError, ProfilerConfig
+from .core.profiler import ConfigError, ProfilerConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 

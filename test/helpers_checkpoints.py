@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "demoprof_ros" / "model_configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "demoprof_ros" / "core" / "model_configs"
 
 # OpenAI CLIP (openai/CLIP model.py) parameter names, written out independently of open_clip.
 OPENAI_TOP_KEYS = ("positional_embedding", "text_projection", "logit_scale", "token_embedding.weight",

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from demoprof_ros.taxonomy import ATTRIBUTE_NAMES, CLASSES, descriptions
+from demoprof_ros.core.taxonomy import ATTRIBUTE_NAMES, CLASSES, descriptions
 
 
 def one_hot_rows(attribute: str, labels, confidence: float = 0.9) -> np.ndarray:

@@ -53,7 +53,7 @@ def test_tiled_frame_boxes_crop_back_to_the_tiles():
     sys.path.insert(0, str(BENCH))
     from bench_profiler import face_crops, tiled_frame
 
-    from demoprof_ros.detection import crop_face
+    from demoprof_ros.core.detection import crop_face
     crops = face_crops()
     frame, boxes = tiled_frame(crops, 4, 640, 480)
     assert frame.shape == (480, 640, 3) and len(boxes) == 4
@@ -66,8 +66,8 @@ def test_tiled_frame_boxes_crop_back_to_the_tiles():
 
 @pytest.mark.parametrize("arch", ["tiny-64"])
 def test_compiled_encoder_pads_to_buckets_and_matches(arch):
-    from demoprof_ros.models import load_model
-    from demoprof_ros.scorer import ZeroShotScorer, batch_buckets
+    from demoprof_ros.core.models import load_model
+    from demoprof_ros.core.scorer import ZeroShotScorer, batch_buckets
 
     assert batch_buckets(16) == (1, 2, 4, 8, 16) and batch_buckets(6) == (1, 2, 4, 6)
     loaded = load_model(arch)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from demoprof_ros import card
-from demoprof_ros import evaluate as ev
+from demoprof_ros.evaluation import card
+from demoprof_ros.evaluation import evaluate as ev
 
 from helpers_eval import FakeScorer, one_hot_rows, write_images, write_labels
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from demoprof_ros import datasets as ds
-from demoprof_ros.prompts import PromptSet
-from demoprof_ros.taxonomy import Description
-from demoprof_ros.transforms import normalize_uint8
+from demoprof_ros.training import datasets as ds
+from demoprof_ros.core.prompts import PromptSet
+from demoprof_ros.core.taxonomy import Description
+from demoprof_ros.core.transforms import normalize_uint8
 
 
 def _image(path: Path, seed: int, shape=(40, 30)) -> Path:

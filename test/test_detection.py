@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from demoprof_ros.detection import (FaceDetector, DetectorUnavailable, HaarDetector, ScrfdDetector,
+from demoprof_ros.core.detection import (FaceDetector, DetectorUnavailable, HaarDetector, ScrfdDetector,
                                     YuNetDetector, alignment_matrix, alignment_template, build_detector,
                                     crop_face)
-from demoprof_ros.images import ImageError, load_image
-from demoprof_ros.results import Detection
+from demoprof_ros.core.images import ImageError, load_image
+from demoprof_ros.core.results import Detection
 
 PHOTOS = Path(__file__).parent / "data" / "group_photos"
 # Face centres in obama_family_2011.jpg (640x427), read off the photo: Michelle, Malia, Barack, Sasha.
@@ -246,7 +246,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 def test_detectors_are_looked_up_where_fetch_puts_them():
-    from demoprof_ros.model_zoo import ASSETS
+    from demoprof_ros.core.model_zoo import ASSETS
 
     assert ASSETS["insightface"].target == "buffalo_l/det_10g.onnx"
     assert ASSETS["yunet"].target == "face_detection_yunet_2023mar.onnx"
@@ -294,7 +294,7 @@ def test_yunet_back_end_decodes_boxes_and_landmarks(models_dir):
 # --- the chain -------------------------------------------------------------------------------------------------
 
 def test_chain_falls_back_to_haar_and_says_why(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.detection")
+    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
     detector = build_detector(models_dir=tmp_path)
     assert isinstance(detector, HaarDetector) and detector.name == "haar"
     text = caplog.text
@@ -305,14 +305,14 @@ def test_chain_falls_back_to_haar_and_says_why(tmp_path, caplog):
 
 
 def test_default_models_dir_comes_from_the_environment(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.detection")
+    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
     monkeypatch.setenv("DEMOPROF_MODELS", str(tmp_path))
     assert build_detector().name == "haar"
     assert str(tmp_path / "buffalo_l" / "det_10g.onnx") in caplog.text
 
 
 def test_missing_explicit_scrfd_path_is_reported_with_the_path(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.detection")
+    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
     missing = tmp_path / "my_models" / "det_10g.onnx"
     assert build_detector(("scrfd", "haar"), models_dir=tmp_path, scrfd_path=missing).name == "haar"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -320,7 +320,7 @@ def test_missing_explicit_scrfd_path_is_reported_with_the_path(tmp_path, caplog)
 
 
 def test_an_unreadable_model_file_falls_back(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.detection")
+    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
     bad = tmp_path / "det_10g.onnx"
     bad.write_bytes(b"this is no onnx model")
     assert build_detector(("scrfd", "haar"), scrfd_path=bad).name == "haar"

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from demoprof_ros import evaluate as ev
+from demoprof_ros.evaluation import evaluate as ev
 from demoprof_ros.cli import eval_main
-from demoprof_ros.datasets import read_dataset
-from demoprof_ros.taxonomy import CLASSES
+from demoprof_ros.training.datasets import read_dataset
+from demoprof_ros.core.taxonomy import CLASSES
 
 from helpers_eval import FakeScorer, one_hot_rows, write_images, write_labels
 

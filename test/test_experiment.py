@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demoprof_ros import experiment as exp
+from demoprof_ros.evaluation import experiment as exp
 
 CONFIGS = Path(__file__).resolve().parent.parent / "config" / "experiments"
 
@@ -120,8 +120,8 @@ def test_ci_small_runs_end_to_end_and_fills_every_cell(shared_data, tmp_path, mo
     print(f"\nci_small grid: {elapsed:.0f} s")
 
     # A second run finds every cell done: no training, no evaluation.
-    import demoprof_ros.evaluate as ev
-    import demoprof_ros.train as train
+    import demoprof_ros.evaluation.evaluate as ev
+    import demoprof_ros.training.trainer as train
 
     monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("trained again"))
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from demoprof_ros import hri
-from demoprof_ros.results import AttributeResult, Detection, FaceProfile, FaceScores
-from demoprof_ros.taxonomy import AGE_GROUPS, AGE_MIDPOINTS, GENDERS
+from demoprof_ros.ros import hri
+from demoprof_ros.core.results import AttributeResult, Detection, FaceProfile, FaceScores
+from demoprof_ros.core.taxonomy import AGE_GROUPS, AGE_MIDPOINTS, GENDERS
 
 
 def profile(age: str | None = None, gender: str | None = None, p: float = 0.8, face_id: int | None = 3,

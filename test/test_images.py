@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from demoprof_ros.images import MIN_SIDE, ImageError, MediaSet, iter_media, load_image, to_bgr8
+from demoprof_ros.core.images import MIN_SIDE, ImageError, MediaSet, iter_media, load_image, to_bgr8
 
 OBAMA = Path(__file__).parent / "data" / "group_photos" / "obama_family_2011.jpg"
 

@@ -6,7 +6,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from demoprof_ros.losses import (MAX_LOGIT_SCALE, ContrastiveLoss, clamp_logit_scale_, gather_features,
+from demoprof_ros.training.losses import (MAX_LOGIT_SCALE, ContrastiveLoss, clamp_logit_scale_, gather_features,
                                  logit_scale_value)
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from demoprof_ros import metrics as m
-from demoprof_ros.taxonomy import RACES
+from demoprof_ros.evaluation import metrics as m
+from demoprof_ros.core.taxonomy import RACES
 
 # Hand-computed case. classes a..e; 'c' is never predicted, 'd' is predicted but absent from y_true,
 # 'e' occurs in neither (left out of the macro average).

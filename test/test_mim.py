@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from demoprof_ros import mim
-from demoprof_ros.models import build_model, load_model, model_config, save_checkpoint
+from demoprof_ros.training import mim
+from demoprof_ros.core.models import build_model, load_model, model_config, save_checkpoint
 from helpers_train import one_thread  # noqa: F401  (autouse fixture)
 
 
@@ -89,9 +89,9 @@ def test_mim_gradients_reach_mask_token_and_patch_embedding(clip, target):
 
 def test_training_step_under_bf16_autocast(clip):
     """The GPU path's mixed precision, exercised on the CPU: dtypes line up and the losses stay finite."""
-    from demoprof_ros.losses import ContrastiveLoss
-    from demoprof_ros.models import load_model
-    from demoprof_ros.train import FineTuneModule
+    from demoprof_ros.training.losses import ContrastiveLoss
+    from demoprof_ros.core.models import load_model
+    from demoprof_ros.training.trainer import FineTuneModule
 
     loaded = load_model("tiny")
     module = FineTuneModule(loaded.model.train(), mim.MIMHead.for_visual(loaded.model.visual, 16))
@@ -210,7 +210,7 @@ def test_farl_mim_weights_are_reused_where_shapes_fit(clip):
 
 
 def test_mim_head_round_trips_through_a_checkpoint(clip, tmp_path):
-    from demoprof_ros.train import mim_state_of
+    from demoprof_ros.training.trainer import mim_state_of
 
     head = mim.MIMHead.for_visual(clip.visual, 16)
     save_checkpoint(tmp_path, clip, model_config("tiny-64"), {"note": "mim"}, mim_state=mim_state_of(head))

@@ -13,8 +13,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from demoprof_ros import model_zoo, models
-from demoprof_ros.models import load_model
+from demoprof_ros.core import model_zoo
+from demoprof_ros.core import models
+from demoprof_ros.core.models import load_model
 
 import helpers_checkpoints as ck
 

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from demoprof_ros import models
-from demoprof_ros.models import LoadedModel, ModelLoadError, load_model, save_checkpoint
-from demoprof_ros.transforms import OPENAI_MEAN, OPENAI_STD
+from demoprof_ros.core import models
+from demoprof_ros.core.models import LoadedModel, ModelLoadError, load_model, save_checkpoint
+from demoprof_ros.core.transforms import OPENAI_MEAN, OPENAI_STD
 
 import helpers_checkpoints as ck
 
@@ -185,7 +185,7 @@ def test_failures_raise_one_clear_error(tmp_path, source, case):
 
 def test_unsafe_pickle_loads_with_explicit_opt_in(tmp_path, source, caplog):
     path = ck.write_unsafe_pickle(tmp_path / "u.pth", source)
-    with caplog.at_level(logging.WARNING, logger="demoprof_ros.models"):
+    with caplog.at_level(logging.WARNING, logger="demoprof_ros.core.models"):
         loaded = load_model(path, allow_unsafe=True)
     assert "full unpickling" in caplog.text
     assert_same_outputs(loaded, source)
@@ -236,7 +236,7 @@ def test_dtype(tmp_path, source, dtype, want):
 
 @pytest.mark.parametrize("spec, size", [("tiny", 64), ("tiny-64", 64), ("tiny-224", 224)])
 def test_tiny_is_seeded_and_warns(spec, size, caplog):
-    with caplog.at_level(logging.WARNING, logger="demoprof_ros.models"):
+    with caplog.at_level(logging.WARNING, logger="demoprof_ros.core.models"):
         a, b = load_model(spec), load_model(spec)
     assert "UNTRAINED MODEL" in caplog.text and "mean NOTHING" in caplog.text
     assert a.image_size == size and a.meta["untrained"] is True and "UNTRAINED" in a.meta["warning"]
@@ -312,7 +312,7 @@ def _place(models_dir, what, model):
 def test_auto_picks_best_present(tmp_path, source, present, expected, caplog):
     for what in present:
         _place(tmp_path, what, source)
-    with caplog.at_level(logging.WARNING, logger="demoprof_ros.models"):
+    with caplog.at_level(logging.WARNING, logger="demoprof_ros.core.models"):
         loaded = load_model("auto", models_dir=tmp_path)
     assert loaded.name == expected
     assert ("UNTRAINED" in caplog.text) == (expected == "tiny-64")
@@ -332,7 +332,7 @@ def test_default_models_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("DEMOPROF_MODELS", str(tmp_path))
     assert models.default_models_dir() == tmp_path
     monkeypatch.delenv("DEMOPROF_MODELS")
-    checkout = models.CONFIG_DIR.parent.parent
+    checkout = models.CONFIG_DIR.parents[2]
     assert models.default_models_dir() == checkout / "models"  # running from the source tree
 
 

@@ -17,12 +17,12 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not importable: the node tests need ROS 2 Python")
 
-from demoprof_ros.detection import build_detector  # noqa: E402
-from demoprof_ros.images import load_image  # noqa: E402
-from demoprof_ros.profiler import ConfigError  # noqa: E402
+from demoprof_ros.core.detection import build_detector  # noqa: E402
+from demoprof_ros.core.images import load_image  # noqa: E402
+from demoprof_ros.core.profiler import ConfigError  # noqa: E402
 from demoprof_ros.ros.params import parameter_table, settings_from_values  # noqa: E402
 from demoprof_ros.ros.profiler_node import FrameMailbox, KeyedThrottle  # noqa: E402
-from demoprof_ros.ros_image import bgr_to_compressed, bgr_to_image_fields, compressed_to_bgr  # noqa: E402
+from demoprof_ros.ros.image_conversion import bgr_to_compressed, bgr_to_image_fields, compressed_to_bgr  # noqa: E402
 
 from helpers_ros import (  # noqa: E402
     ROOT, Child, Listener, fastdds_shm_files, load_schema, schema_errors, shm_leftovers,
@@ -63,7 +63,7 @@ def test_throttle_is_per_kind_of_fault() -> None:
 
 def test_hri_output_topics_and_messages() -> None:
     """The ROS4HRI publisher logic with stand-in message types (hri_msgs is not installed here)."""
-    from demoprof_ros.results import AttributeResult, Detection, FaceProfile, FaceScores
+    from demoprof_ros.core.results import AttributeResult, Detection, FaceProfile, FaceScores
     from demoprof_ros.ros.profiler_node import _HriOutput
 
     class Msg(SimpleNamespace):
@@ -99,11 +99,11 @@ def test_hri_output_topics_and_messages() -> None:
 
 
 def test_profile_echo_formats_faces() -> None:
-    from demoprof_ros.results import AttributeResult, Detection, FaceProfile, FaceScores, JointCandidate
+    from demoprof_ros.core.results import AttributeResult, Detection, FaceProfile, FaceScores, JointCandidate
     from demoprof_ros.ros.profile_echo import format_profile
     from demoprof_ros.ros.profiler_node import build_profile_dict
 
-    from demoprof_ros.taxonomy import AGE_GROUPS, RACES
+    from demoprof_ros.core.taxonomy import AGE_GROUPS, RACES
 
     age = {a: (0.7 if a == "30-39" else 0.3 / (len(AGE_GROUPS) - 1)) for a in AGE_GROUPS}
     race = {r: (0.35 if r == "White" else 0.65 / (len(RACES) - 1)) for r in RACES}
@@ -121,7 +121,7 @@ def test_profile_echo_formats_faces() -> None:
 
 
 def test_schema_in_step_with_taxonomy_and_checker_bites() -> None:
-    from demoprof_ros.taxonomy import CLASSES
+    from demoprof_ros.core.taxonomy import CLASSES
 
     schema = load_schema()
     for name, classes in CLASSES.items():

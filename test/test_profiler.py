@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from demoprof_ros.detection import build_detector
-from demoprof_ros.images import ImageError, load_image
-from demoprof_ros.profiler import ConfigError, Profiler, ProfilerConfig
+from demoprof_ros.core.detection import build_detector
+from demoprof_ros.core.images import ImageError, load_image
+from demoprof_ros.core.profiler import ConfigError, Profiler, ProfilerConfig
 
 PHOTO = "group_photos/obama_family_2011.jpg"
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from demoprof_ros import retrieval as rt
-from demoprof_ros.models import load_model
-from demoprof_ros.scorer import ZeroShotScorer
-from demoprof_ros.taxonomy import Description
+from demoprof_ros.evaluation import retrieval as rt
+from demoprof_ros.core.models import load_model
+from demoprof_ros.core.scorer import ZeroShotScorer
+from demoprof_ros.core.taxonomy import Description
 
 from helpers_eval import write_images
 

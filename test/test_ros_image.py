@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from demoprof_ros.ros_image import (
+from demoprof_ros.ros.image_conversion import (
     SUPPORTED_ENCODINGS, ImageConversionError, bgr_to_compressed, bgr_to_image_fields, compressed_to_bgr,
     image_to_bgr,
 )
@@ -131,6 +131,6 @@ def test_real_sensor_msgs_types(frame: np.ndarray) -> None:
 
 
 def test_core_module_does_not_import_rclpy() -> None:
-    code = "import sys, demoprof_ros.ros_image, demoprof_ros.tracking, demoprof_ros.hri; print('rclpy' in sys.modules)"
+    code = "import sys, demoprof_ros.ros.image_conversion, demoprof_ros.core.tracking, demoprof_ros.ros.hri; print('rclpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from demoprof_ros.models import load_model
-from demoprof_ros.scorer import ZeroShotScorer
-from demoprof_ros.taxonomy import CLASSES, descriptions
+from demoprof_ros.core.models import load_model
+from demoprof_ros.core.scorer import ZeroShotScorer
+from demoprof_ros.core.taxonomy import CLASSES, descriptions
 
 
 @pytest.fixture(scope="module")

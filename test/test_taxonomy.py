@@ -1,8 +1,8 @@
 """Taxonomy and prompts: the class vocabulary everything else is expressed in."""
 import pytest
 
-from demoprof_ros import taxonomy as tx
-from demoprof_ros.prompts import PromptError, PromptSet, load_prompts, prompts_from_dict
+from demoprof_ros.core import taxonomy as tx
+from demoprof_ros.core.prompts import PromptError, PromptSet, load_prompts, prompts_from_dict
 
 
 def test_class_counts_and_descriptions():

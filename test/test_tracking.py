@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from demoprof_ros.results import UNDETERMINED, AttributeResult, Detection, FaceProfile, FaceScores, JointCandidate
-from demoprof_ros.taxonomy import GENDERS, RACES
-from demoprof_ros.tracking import FaceTracker, TrackerConfig, center_distance, iou
+from demoprof_ros.core.results import UNDETERMINED, AttributeResult, Detection, FaceProfile, FaceScores, JointCandidate
+from demoprof_ros.core.taxonomy import GENDERS, RACES
+from demoprof_ros.core.tracking import FaceTracker, TrackerConfig, center_distance, iou
 
 
 def face(x: float, y: float, size: float = 40.0, gender: dict | None = None, race: dict | None = None) -> FaceProfile:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from demoprof_ros import train
-from demoprof_ros.datasets import read_dataset, stratified_split
-from demoprof_ros.models import load_model
-from demoprof_ros.scorer import ZeroShotScorer
+from demoprof_ros.training import trainer as train
+from demoprof_ros.training.datasets import read_dataset, stratified_split
+from demoprof_ros.core.models import load_model
+from demoprof_ros.core.scorer import ZeroShotScorer
 from helpers_train import one_thread  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,8 +87,8 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_weight_decay_skips_biases_norms_embeddings_temperature_and_mask_token():
-    from demoprof_ros.mim import MIMHead
-    from demoprof_ros.models import build_model, model_config
+    from demoprof_ros.training.mim import MIMHead
+    from demoprof_ros.core.models import build_model, model_config
 
     clip = build_model(model_config("tiny-64"))
     module = train.FineTuneModule(clip, MIMHead.for_visual(clip.visual, 8))
@@ -108,15 +108,15 @@ def test_weight_decay_skips_biases_norms_embeddings_temperature_and_mask_token()
 @pytest.mark.parametrize("fraction,batch,expected", [(1.0, 8, 8), (0.5, 8, 4), (0.25, 8, 2), (0.5, 7, 4),
                                                      (0.1, 30, 3), (0.01, 8, 1)])
 def test_mim_count_is_the_ceiling_of_fraction_times_batch(fraction, batch, expected):
-    from demoprof_ros.models import build_model, model_config
+    from demoprof_ros.core.models import build_model, model_config
 
     assert train.FineTuneModule(build_model(model_config("tiny-64")), None, fraction).mim_count(batch) == expected
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_module_refuses_a_fraction_outside_0_1(fraction):
-    from demoprof_ros.mim import MIMError
-    from demoprof_ros.models import build_model, model_config
+    from demoprof_ros.training.mim import MIMError
+    from demoprof_ros.core.models import build_model, model_config
 
     with pytest.raises(MIMError, match="mim_fraction"):
         train.FineTuneModule(build_model(model_config("tiny-64")), None, fraction)
@@ -125,8 +125,8 @@ def test_module_refuses_a_fraction_outside_0_1(fraction):
 def test_mim_fraction_half_runs_mim_on_half_the_batch_and_trains_the_mask_token():
     import open_clip
 
-    from demoprof_ros.mim import MIMError, MIMHead, block_masks, grid_size, mim_loss, pixel_targets
-    from demoprof_ros.models import build_model, model_config
+    from demoprof_ros.training.mim import MIMError, MIMHead, block_masks, grid_size, mim_loss, pixel_targets
+    from demoprof_ros.core.models import build_model, model_config
 
     torch.manual_seed(0)
     clip = build_model(model_config("tiny-64")).train()
@@ -281,7 +281,7 @@ def test_torchrun_two_cpu_processes_write_one_checkpoint(faces24, tmp_path):
     output = tmp_path / "ddp"
     config = tmp_path / "ddp.yaml"
     config.write_text("mim: true\nmim_codebook_size: 16\n")
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "demoprof_ros.train",
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "demoprof_ros.training.trainer",
            "--config", str(config), "--model", "tiny", "--train", str(faces24), "--epochs", "1",
            "--batch-size", "4", "--output", str(output), "--device", "cpu", "--workers", "0", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

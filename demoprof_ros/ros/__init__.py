@@ -1,5 +1,7 @@
-"""The ROS 2 shell over the plain-Python core: the profiler node, a camera stand-in and a profile printer.
+"""The ROS 2 shell over the core: the profiler node and its parameters, sensor_msgs conversion, the ROS4HRI
+mapping, a camera stand-in (image_source) and a profile printer (profile_echo).
 
-Only this package imports rclpy; everything it does with frames and profiles lives in the core modules
-(ros_image, profiler, tracking, hri, annotate), so it is tested and usable without ROS.
+The only package that imports rclpy and ROS messages; nothing else in demoprof_ros imports it (its modules
+are entry points). image_conversion and hri hold the message logic as plain Python so it is tested
+without ROS.
 """

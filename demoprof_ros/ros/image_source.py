@@ -22,8 +22,8 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..images import IMAGE_EXTENSIONS, MediaSet, is_video
-from ..ros_image import OUTPUT_ENCODINGS, ImageConversionError, bgr_to_compressed, bgr_to_image_fields
+from ..core.images import IMAGE_EXTENSIONS, MediaSet, is_video
+from .image_conversion import OUTPUT_ENCODINGS, ImageConversionError, bgr_to_compressed, bgr_to_image_fields
 
 SAMPLE_NAME = "obama_family_2011.jpg"
 #: Still images up to this many are decoded and encoded once, then re-sent from memory.

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..profiler import ConfigError, ProfilerConfig
-from ..taxonomy import ATTRIBUTE_NAMES
-from ..tracking import TrackerConfig
+from ..core.profiler import ConfigError, ProfilerConfig
+from ..core.taxonomy import ATTRIBUTE_NAMES
+from ..core.tracking import TrackerConfig
 
 RELIABILITY = ("best_effort", "reliable")
 TRANSPORTS = ("auto", "raw", "compressed", "both")

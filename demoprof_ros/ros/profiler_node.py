@@ -29,13 +29,13 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from .. import hri
-from ..annotate import draw_profiles
-from ..images import ImageError
-from ..profiler import ConfigError, Profiler
-from ..results import FaceProfile
-from ..ros_image import ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr
-from ..tracking import FaceTracker
+from . import hri
+from ..core.annotate import draw_profiles
+from ..core.images import ImageError
+from ..core.profiler import ConfigError, Profiler
+from ..core.results import FaceProfile
+from .image_conversion import ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr
+from ..core.tracking import FaceTracker
 from .params import NodeSettings, declare_parameters, read_settings, unknown_parameters
 
 SCHEMA_ID = "demoprof_ros/user_profile"

@@ -35,8 +35,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from .datasets import DatasetError, Sample, read_dataset, stratified_split
-from .taxonomy import ATTRIBUTE_NAMES
+from ..training.datasets import DatasetError, Sample, read_dataset, stratified_split
+from ..core.taxonomy import ATTRIBUTE_NAMES
 
 log = logging.getLogger("demoprof.experiment")
 
@@ -245,7 +245,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None, device: 
 
 
 def _check_training_keys(cfg: ExperimentConfig) -> None:
-    from .train import TrainConfig
+    from ..training.trainer import TrainConfig
 
     allowed = set(TrainConfig.__dataclass_fields__) - {"model", "train", "val", "output", "seeds", "attributes",
                                                        "device", "models_dir", "resume"}
@@ -410,8 +410,8 @@ def _checkpoint_state(seed_dir: Path) -> str:
 def _train(cfg: ExperimentConfig, model: ModelSpec, train_set: str, seed: int,
            splits: Mapping[str, Mapping[str, list[Path]]], progress: bool):
     """Fine-tune one (model, training set, seed) through train.py; returns the LoadedModel of the best epoch."""
-    from .models import load_model
-    from .train import TrainConfig, run
+    from ..core.models import load_model
+    from ..training.trainer import TrainConfig, run
 
     out = train_dir(cfg, model, train_set)
     seed_dir = out / f"seed_{seed}"
@@ -439,7 +439,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True, force_eval: boo
                    dry_run: bool = False) -> dict[str, Any]:
     """Run every missing cell, then write summary.json, table.md, cross_dataset.{md,png}."""
     from .evaluate import EvalSettings, evaluate, make_scorer, write_outputs
-    from .models import load_model
+    from ..core.models import load_model
 
     cells = plan(cfg)
     todo = [c for c in cells if force_eval or not (eval_dir(cfg, c) / RESULTS).is_file()]
@@ -622,8 +622,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .models import ModelLoadError
-    from .train import TrainConfigError
+    from ..core.models import ModelLoadError
+    from ..training.trainer import TrainConfigError
 
     try:
         cfg = load_experiment(args.config, output=args.output, device=args.device, check_paths=not args.dry_run)

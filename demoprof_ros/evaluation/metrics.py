@@ -17,7 +17,7 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .taxonomy import CLASSES, COARSE_CLASSES, LabelError, coarse_of, normalize_label
+from ..core.taxonomy import CLASSES, COARSE_CLASSES, LabelError, coarse_of, normalize_label
 
 
 def confusion_matrix(y_true: Sequence[Hashable], y_pred: Sequence[Hashable],

@@ -27,8 +27,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .images import IMAGE_EXTENSIONS, ImageError, load_image
-from .taxonomy import Description
+from ..core.images import IMAGE_EXTENSIONS, ImageError, load_image
+from ..core.taxonomy import Description
 
 log = logging.getLogger("demoprof.retrieval")
 
@@ -316,9 +316,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
-    from .models import ModelLoadError, load_model
-    from .prompts import prompts_from_dict
-    from .scorer import ZeroShotScorer
+    from ..core.models import ModelLoadError, load_model
+    from ..core.prompts import prompts_from_dict
+    from ..core.scorer import ZeroShotScorer
 
     if args.k < 1:
         print("demoprof retrieve: error: -k must be >= 1", file=sys.stderr)

@@ -107,7 +107,7 @@ def default_models_dir() -> Path:
     env = os.environ.get("DEMOPROF_MODELS")
     if env:
         return Path(env).expanduser()
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if (root / "models").is_dir() and ((root / "setup.py").is_file() or (root / "package.xml").is_file()):
         return root / "models"
     return Path.home() / ".cache" / "demoprof" / "models"

@@ -105,7 +105,7 @@ def contact_sheet(images_bgr: Sequence[np.ndarray], captions: Sequence[str], pat
     if not images_bgr:
         raise ValueError("contact_sheet needs at least one image")
     plt = _pyplot()
-    from .transforms import resize_center_crop
+    from ..core.transforms import resize_center_crop
 
     columns = max(1, min(columns, len(images_bgr)))
     rows = math.ceil(len(images_bgr) / columns)

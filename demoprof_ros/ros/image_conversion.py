@@ -64,7 +64,7 @@ def image_to_bgr(msg: Any) -> np.ndarray:
         pixels = pixels.byteswap()
     pixels = pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(height, width)
     if dtype is np.uint16:
-        from .images import ImageError, to_bgr8  # the project's one 16-bit -> 8-bit rule
+        from ..core.images import ImageError, to_bgr8  # the project's one 16-bit -> 8-bit rule
 
         try:
             return to_bgr8(pixels, name=f"{encoding} image")

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import ImageError, load_image
-from .prompts import PromptSet
-from .taxonomy import (ATTRIBUTE_NAMES, CLASSES, UNMAPPABLE, UTKFACE_GENDER, UTKFACE_RACE, Description,
+from ..core.images import ImageError, load_image
+from ..core.prompts import PromptSet
+from ..core.taxonomy import (ATTRIBUTE_NAMES, CLASSES, UNMAPPABLE, UTKFACE_GENDER, UTKFACE_RACE, Description,
                        LabelError, age_group, normalize_label)
-from .transforms import stack_uint8
+from ..core.transforms import stack_uint8
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LABELS_FILE = "labels.csv"

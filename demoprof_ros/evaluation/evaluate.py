@@ -31,10 +31,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .datasets import DatasetError, DatasetReport, Sample, read_dataset, stratified_split
+from ..training.datasets import DatasetError, DatasetReport, Sample, read_dataset, stratified_split
 from .metrics import (classification_report, coarse_vocab_for, expected_calibration_error, group_report,
                       merge_to_coarse)
-from .taxonomy import ATTRIBUTE_NAMES, CLASSES, COARSE_CLASSES, coarse_of
+from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES, COARSE_CLASSES, coarse_of
 
 log = logging.getLogger("demoprof.evaluate")
 
@@ -69,9 +69,9 @@ def make_scorer(model: str | Path | Any = "auto", device: str = "cpu", dtype: st
                 models_dir: str | Path | None = None, prompts_file: str | Path | None = None,
                 attributes: Sequence[str] = ATTRIBUTE_NAMES, batch_size: int = 32):
     """A ZeroShotScorer for a model spec (or an already LoadedModel), with the checkpoint's own prompts."""
-    from .models import LoadedModel, load_model
-    from .prompts import load_prompts, prompts_from_dict
-    from .scorer import ZeroShotScorer
+    from ..core.models import LoadedModel, load_model
+    from ..core.prompts import load_prompts, prompts_from_dict
+    from ..core.scorer import ZeroShotScorer
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype,
                                                                      models_dir=models_dir)
@@ -294,7 +294,7 @@ def evaluate(scorer, data: Sequence[str | Path], settings: EvalSettings | None =
         "model": model_summary(scorer.loaded, spec), "attributes": list(scorer.attributes),
         "settings": settings.to_dict(), "datasets": {}}
     try:
-        from . import __version__
+        from .. import __version__
         results["package_version"] = __version__
     except ImportError:  # pragma: no cover
         pass
@@ -465,8 +465,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .models import ModelLoadError
-    from .prompts import PromptError
+    from ..core.models import ModelLoadError
+    from ..core.prompts import PromptError
 
     attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip())
     unknown = [a for a in attributes if a not in ATTRIBUTE_NAMES]

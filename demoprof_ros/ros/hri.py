@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .results import FaceProfile
-from .taxonomy import AGE_MIDPOINTS
+from ..core.results import FaceProfile
+from ..core.taxonomy import AGE_MIDPOINTS
 
 # hri_msgs/msg/SoftBiometrics.msg constants (uint8 gender).
 GENDER_UNDEFINED = 0

@@ -52,18 +52,18 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from . import __version__
+from .. import __version__
 from .datasets import (DatasetError, FaceImageDataset, Sample, captions_for, description_of, fingerprint,
                        label_counts, read_dataset, stratified_split)
 from .losses import ContrastiveLoss, clamp_logit_scale_
-from .metrics import classification_report, coarse_vocab_for, merge_to_coarse
+from ..evaluation.metrics import classification_report, coarse_vocab_for, merge_to_coarse
 from .mim import (MIM_TARGETS, CachedTargets, CodebookTargets, MIMError, MIMHead, block_masks, check_vit,
                   encode_with_mim, farl_head_layers, grid_size, load_mim_state, mim_loss, pixel_targets)
-from .models import LoadedModel, ModelLoadError, load_model, save_checkpoint
-from .prompts import PromptError, PromptSet, load_prompts
-from .scorer import ZeroShotScorer, encode_text_trimmed
-from .taxonomy import ATTRIBUTE_NAMES, CLASSES, Description
-from .transforms import normalize_uint8
+from ..core.models import LoadedModel, ModelLoadError, load_model, save_checkpoint
+from ..core.prompts import PromptError, PromptSet, load_prompts
+from ..core.scorer import ZeroShotScorer, encode_text_trimmed
+from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES, Description
+from ..core.transforms import normalize_uint8
 
 log = logging.getLogger("demoprof.train")
 
@@ -888,7 +888,7 @@ def train_one(cfg: TrainConfig, seed: int, data: TrainData, env: Dist) -> RunRes
 
 def _completed_run(out: Path, seed: int) -> RunResult | None:
     """The result of a finished run in `out` (meta.json says complete), else None."""
-    from .models import read_meta
+    from ..core.models import read_meta
 
     if not (out / "model.safetensors").is_file():
         return None
