@@ -1,21 +1,23 @@
 #!/usr/bin/env python3
 """Training throughput: images/s of a fine-tuning step (contrastive, + MIM), the data loader alone, and MFU.
 
-The step is train.py's loop body, built from its own parts (FineTuneModule, ContrastiveLoss, make_adamw with
-param_groups, MIMHead, block_masks, encode_with_mim, the MIM targets, GradScaler, clipping, clamp_logit_scale_)
-on a random-weight model of --arch; inputs are uint8 face images already in memory, so the step is measured
-without the loader, and the loader is measured on its own (FaceImageDataset + DataLoader as train.py builds
-them) on a shared data set, decoding JPEGs each time or reading the uint8 memmap cache.
+The step is the trainer's own loop body, demoprof_ros.training.loop.train_step, called with StepParts built
+from the trainer's parts (FineTuneModule, ContrastiveLoss, make_adamw with param_groups, MIMHead, the MIM
+targets, GradScaler; no LR schedule) on a random-weight model of --arch; inputs are uint8 face images already
+in memory, so the step is measured without the loader, and the loader is measured on its own
+(FaceImageDataset + DataLoader as training/data.py builds them) on a shared data set, decoding JPEGs each
+time or reading the uint8 memmap cache.
 
 Variants, measured interleaved (one step of each in turn):
-  contrastive               FLYP step as train.py runs it (captions encoded up to their longest token)
-  contrastive-fulltext      the same with the full 77-token text context (train.py before it adopted
+  contrastive               FLYP step as the trainer runs it (captions encoded up to their longest token)
+  contrastive-fulltext      the same with the full 77-token text context (the trainer before it adopted
                             scorer.encode_text_trimmed): what that change saved
   mim-pixels                + MIM, MAE-style pixel targets (no teacher)
-  mim-codebook              + MIM, FaRL-style token targets from the frozen teacher every step (train.py)
+  mim-codebook              + MIM, FaRL-style token targets from the frozen teacher every step (the trainer before
+                            CachedTargets)
   mim-codebook-cached       the same targets looked up from a per-image table computed once (mim.CachedTargets,
-                            what train.py now does)
-  mim-codebook-cached-part  MIM on only --mim-fraction of each batch (cached targets; train.py's mim_fraction
+                            what the trainer does)
+  mim-codebook-cached-part  MIM on only --mim-fraction of each batch (cached targets; the trainer's mim_fraction
                             setting): the masked copy doubles the image tower, so MIM's cost scales with it
 
 FLOPs: counted with torch.utils.flop_counter.FlopCounterMode on one step (matmuls, convolutions and attention,
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine_info, machine_line,  # noqa: E402
@@ -45,13 +47,14 @@ from _common import (RANDOM_WEIGHTS_NOTE, ROOT, command_line, cuda_sync, machine
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from demoprof_ros.training.losses import ContrastiveLoss, clamp_logit_scale_  # noqa: E402
-from demoprof_ros.training.mim import (CachedTargets, CodebookTargets, MIMHead, block_masks, encode_with_mim,  # noqa: E402
-                              grid_size, mim_loss, pixel_targets)
+from demoprof_ros.training.losses import ContrastiveLoss  # noqa: E402
+from demoprof_ros.training.mim import (CachedTargets, CodebookTargets, MIMHead, encode_with_mim,  # noqa: E402
+                                      grid_size, pixel_targets)
 from demoprof_ros.core.models import build_model, model_config  # noqa: E402
 from demoprof_ros.core.prompts import PromptSet  # noqa: E402
 from demoprof_ros.core.taxonomy import CLASSES, descriptions  # noqa: E402
-from demoprof_ros.training.trainer import FineTuneModule, make_adamw, param_groups  # noqa: E402
+from demoprof_ros.training.loop import FineTuneModule, StepParts, train_step  # noqa: E402
+from demoprof_ros.training.optim import make_adamw, param_groups  # noqa: E402
 from demoprof_ros.core.transforms import OPENAI_MEAN, OPENAI_STD, normalize_uint8  # noqa: E402
 
 VARIANTS = ("contrastive", "contrastive-fulltext", "mim-pixels", "mim-codebook", "mim-codebook-cached",
@@ -73,25 +76,21 @@ class FullTextModule(FineTuneModule):
 
 
 class Step:
-    """One variant's model, optimiser and step function (train.py's loop body)."""
+    """One variant's model, optimiser and step: training.loop.train_step on the variant's StepParts."""
 
     def __init__(self, variant: str, base: nn.Module, args, device: torch.device, autocast_dtype) -> None:
         self.variant = variant
-        self.args = args
         self.device = device
-        self.autocast_dtype = autocast_dtype
         clip = copy.deepcopy(base).to(device).float().train()
-        self.clip = clip
-        self.head = None
-        self.targets: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        head, targets, grid = None, None, None
         patch = int(clip.visual.patch_size[0])
         torch.manual_seed(args.seed)  # same head initialisation in every variant: comparable losses
         if variant.startswith("mim"):
             out_dim = patch * patch * 3 if variant == "mim-pixels" else args.codebook_size
-            self.head = MIMHead.for_visual(clip.visual, out_dim, args.mim_head_layers).to(device)
-            self.grid = grid_size(clip.visual)
+            head = MIMHead.for_visual(clip.visual, out_dim, args.mim_head_layers).to(device)
+            grid = grid_size(clip.visual)
             if variant == "mim-pixels":
-                self.targets = lambda x, idx: pixel_targets(x, patch)
+                targets = lambda x, idx: pixel_targets(x, patch)  # noqa: E731
             else:
                 centroids = torch.nn.functional.normalize(
                     torch.randn(args.codebook_size, clip.visual.transformer.width,
@@ -99,48 +98,28 @@ class Step:
                 teacher = copy.deepcopy(clip.visual).eval().requires_grad_(False)
                 codebook = CodebookTargets(teacher.to(device), centroids.to(device))
                 if variant == "mim-codebook":
-                    self.targets = lambda x, idx: codebook(x)
-                else:  # cached (and part), as train.py does
-                    self.targets = CachedTargets(codebook, args.batch_size, self.grid[0] * self.grid[1])
+                    targets = lambda x, idx: codebook(x)  # noqa: E731
+                else:  # cached (and part), as the trainer does
+                    targets = CachedTargets(codebook, args.batch_size, grid[0] * grid[1])
         module_cls = FullTextModule if variant == "contrastive-fulltext" else FineTuneModule
         fraction = args.mim_fraction if variant == "mim-codebook-cached-part" else 1.0
-        self.module = module_cls(clip, self.head, fraction)
-        self.mim_images = self.module.mim_count(args.batch_size)
-        self.optimizer = make_adamw(param_groups(self.module, 0.1), 1e-5)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-        self.loss_fn = ContrastiveLoss()
+        module = module_cls(clip, head, fraction)
+        self.parts = StepParts(module, make_adamw(param_groups(module, 0.1), 1e-5),
+                               torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16),
+                               ContrastiveLoss(), OPENAI_MEAN, OPENAI_STD, device, autocast_dtype, targets=targets,
+                               grid=grid, mask_ratio=args.mask_ratio, mim_weight=1.0, grad_clip=1.0)
         self.step_index = 0
 
     def prime(self, images_u8: torch.Tensor, index: torch.Tensor) -> None:
         """Fill the cached variant's target table (once per data set in a real run, not per step)."""
         if self.variant.startswith("mim-codebook-cached"):
             x = normalize_uint8(images_u8.to(self.device), OPENAI_MEAN, OPENAI_STD)
-            self.targets(x, index)
+            self.parts.targets(x, index)
 
     def __call__(self, images_u8: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor) -> float:
-        device, args = self.device, self.args
-        x = normalize_uint8(images_u8.to(device, non_blocking=True), OPENAI_MEAN, OPENAI_STD)
-        tokens = tokens.to(device, non_blocking=True)
-        mask = target = None
-        if self.head is not None:
-            k = self.mim_images
-            mask = block_masks(k, self.grid, args.mask_ratio, (0, 0, self.step_index, 0)).to(device)
-            target = self.targets(x[:k], index[:k])
-        with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            image_features, text_features, logit_scale, predictions = self.module(x, tokens, mask)
-        contrastive = self.loss_fn(image_features, text_features, logit_scale)
-        mim = mim_loss(predictions, target, mask) if self.head is not None else torch.zeros((), device=device)
-        loss = contrastive + mim
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        clamp_logit_scale_(self.clip.logit_scale)
+        values = train_step(self.parts, images_u8, tokens, index, (0, 0, self.step_index, 0))
         self.step_index += 1
-        return float(loss.detach())
+        return float(values[0])
 
 
 def synthetic_batch(args, image_size: int, tokenizer, seed: int = 0):
@@ -178,12 +157,12 @@ def analytic_forward_flops(cfg: dict, text_tokens: int | None = None) -> dict[st
 
 
 def loader_bench(args, image_size: int) -> list[dict[str, Any]]:
-    """images/s of FaceImageDataset + DataLoader (train.py's settings), without and with the uint8 cache.
+    """images/s of FaceImageDataset + DataLoader (the trainer's settings), without and with the uint8 cache.
 
     The cache (decoded face images) is written to a temporary folder that is deleted when the study ends.
     """
     from demoprof_ros.training.datasets import FaceImageDataset, build_cache, cache_path, read_dataset
-    from demoprof_ros.training.trainer import Captioner, _collate, seed_worker
+    from demoprof_ros.training.data import Captioner, collate, seed_worker
     data_root = shared_data_dir()
     if data_root is None:
         return [{"error": "shared data not found (set DEMOPROF_DATA or put ../shared/data beside the checkout)"}]
@@ -199,7 +178,7 @@ def loader_bench(args, image_size: int) -> list[dict[str, Any]]:
             for workers in args.loader_workers:
                 loader = torch.utils.data.DataLoader(dataset, batch_size=args.loader_batch_size or args.batch_size,
                                                      shuffle=True,
-                                                     drop_last=True, num_workers=workers, collate_fn=_collate,
+                                                     drop_last=True, num_workers=workers, collate_fn=collate,
                                                      worker_init_fn=seed_worker,
                                                      persistent_workers=False,
                                                      generator=torch.Generator().manual_seed(0))
@@ -242,7 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="autocast dtype as train.py resolves it: auto = bf16 on CUDA with bf16 support, else fp32")
+                   help="autocast dtype as the trainer resolves it: auto = bf16 on CUDA with bf16 support, else fp32")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--mask-ratio", type=float, default=0.4)
     p.add_argument("--codebook-size", type=int, default=512)
@@ -265,7 +244,7 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    from demoprof_ros.training.trainer import resolve_precision
+    from demoprof_ros.training.distributed import resolve_precision
     device = torch.device(args.device)
     autocast_dtype = resolve_precision(args.precision, device)
     peak = args.peak_tflops if args.peak_tflops is not None else (H100_BF16_TFLOPS if device.type == "cuda" else None)
@@ -356,7 +335,7 @@ def print_report(results: dict[str, Any], args) -> None:
             print(f"\nLoader: skipped: {loader[0]['error']}")
         else:
             print(f"\nData loader alone ({loader[0]['set']}, {loader[0]['images']} images per epoch, batch "
-                  f"{args.loader_batch_size or args.batch_size}, {args.loader_epochs} epochs each, train.py's "
+                  f"{args.loader_batch_size or args.batch_size}, {args.loader_epochs} epochs each, the trainer's "
                   f"DataLoader settings):")
             print(markdown_table(["uint8 memmap cache", "workers", "images/s (whole epoch)", "first batch s",
                                   "images/s after the first batch"],

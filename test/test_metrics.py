@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from demoprof_ros.evaluation import metrics as m
+from demoprof_ros.evaluation import coarse, metrics as m
 from demoprof_ros.core.taxonomy import RACES
 
 # Hand-computed case. classes a..e; 'c' is never predicted, 'd' is predicted but absent from y_true,
@@ -120,31 +120,63 @@ def test_merge_distribution_to_utkface_races():
     probs = np.zeros((2, len(RACES)))
     probs[0, [RACES.index(c) for c in RACES]] = [0.1, 0.1, 0.2, 0.3, 0.1, 0.1, 0.1]
     probs[1, RACES.index("Middle Eastern")] = 1.0
-    merged = m.merge_to_coarse(probs, "race", vocab)
+    merged = coarse.merge_to_coarse(probs, "race", vocab)
     # columns in RACES order: White, Black, Latino, East Asian, Southeast Asian, Indian, Middle Eastern
     np.testing.assert_allclose(merged.values, [[0.1, 0.1, 0.1, 0.4, 0.3], [0, 0, 0, 0, 1]])
     assert merged.kept.all() and merged.n_left_out == 0
     with pytest.raises(ValueError, match="no entry"):
-        m.merge_to_coarse(probs, "race", ("White", "Black", "Asian"))
+        coarse.merge_to_coarse(probs, "race", ("White", "Black", "Asian"))
     with pytest.raises(ValueError, match="both"):
-        m.merge_to_coarse(probs, "race", (*RACES, "Asian"))
+        coarse.merge_to_coarse(probs, "race", (*RACES, "Asian"))
     with pytest.raises(ValueError, match="N x 7"):
-        m.merge_to_coarse(probs[:, :5], "race", vocab)
+        coarse.merge_to_coarse(probs[:, :5], "race", vocab)
 
 
 def test_merge_labels_counts_left_out_rows():
     vocab = ("White", "Black", "Indian", "Asian", "Others")
     labels = ["East Asian", "Asian", "Pacific Islander", None, "Middle Eastern", "white", "Martian"]
-    merged = m.merge_to_coarse(labels, "race", vocab)
+    merged = coarse.merge_to_coarse(labels, "race", vocab)
     assert merged.values == ["Asian", "Asian", "Others", "White"]
     assert merged.kept.tolist() == [True, True, False, False, True, True, False]
     assert merged.left_out == {"not in taxonomy": 2, "no label": 1} and merged.n_left_out == 3
-    fine = m.merge_to_coarse(["Asian", "Indian"], "race", RACES)  # a coarse label cannot become a fine class
+    fine = coarse.merge_to_coarse(["Asian", "Indian"], "race", RACES)  # a coarse label cannot become a fine class
     assert fine.values == ["Indian"] and fine.n_left_out == 1
 
 
 def test_coarse_vocab_for_dataset_labels():
-    assert m.coarse_vocab_for(["White", "Asian", "Others", None], "race") == \
+    assert coarse.coarse_vocab_for(["White", "Asian", "Others", None], "race") == \
         ("White", "Black", "Indian", "Asian", "Others")
-    assert m.coarse_vocab_for(["White", "East Asian"], "race") == RACES
-    assert m.coarse_vocab_for(["Male"], "gender") == ("Male", "Female")
+    assert coarse.coarse_vocab_for(["White", "East Asian"], "race") == RACES
+    assert coarse.coarse_vocab_for(["Male"], "gender") == ("Male", "Female")
+
+
+def test_in_vocabulary_merges_probabilities_and_labels_together():
+    probs = np.zeros((3, len(RACES)))
+    probs[0, RACES.index("Southeast Asian")] = 1.0
+    probs[1, RACES.index("Latino_Hispanic")] = 0.6
+    probs[1, RACES.index("White")] = 0.4
+    probs[2, RACES.index("Black")] = 1.0
+    merged = coarse.in_vocabulary(probs, ["Asian", "Others", None], "race")
+    assert merged.vocab == ("White", "Black", "Indian", "Asian", "Others")
+    assert merged.truth == ["Asian", "Others", None] and merged.kept.tolist() == [True, True, False]
+    assert merged.predicted == ["Asian", "Others", "Black"] and merged.left_out == {"no label": 1}
+    assert merged.owner["East Asian"] == "Asian" and merged.owner["White"] == "White"
+    assert coarse.merge_note("race", merged.vocab) == \
+        "East Asian + Southeast Asian -> Asian; Latino_Hispanic + Middle Eastern -> Others"
+    fine = coarse.in_vocabulary(probs, ["White", "Indian", "East Asian"], "race")
+    assert fine.vocab == RACES and coarse.merge_note("race", fine.vocab) == ""
+    np.testing.assert_allclose(fine.probs, probs)
+
+
+def test_merge_descriptions_sums_the_descriptions_a_coarse_one_covers():
+    from demoprof_ros.core.taxonomy import descriptions
+
+    descs = descriptions(("gender", "race"))  # 2 x 7
+    joint = np.full((1, len(descs)), 1 / len(descs))
+    vocab = ("White", "Black", "Indian", "Asian", "Others")
+    owner = {"gender": coarse.owners("gender", ("Male", "Female")), "race": coarse.owners("race", vocab)}
+    merged, keys = coarse.merge_descriptions(joint, descs, ("gender", "race"), owner, " | ")
+    assert len(keys) == 2 * 5 and keys[0] == "Male | White"
+    np.testing.assert_allclose(merged.sum(axis=1), 1.0)
+    assert merged[0, keys.index("Female | Asian")] == pytest.approx(2 / 14)
+    assert merged[0, keys.index("Female | White")] == pytest.approx(1 / 14)

@@ -91,7 +91,7 @@ def test_training_step_under_bf16_autocast(clip):
     """The GPU path's mixed precision, exercised on the CPU: dtypes line up and the losses stay finite."""
     from demoprof_ros.training.losses import ContrastiveLoss
     from demoprof_ros.core.models import load_model
-    from demoprof_ros.training.trainer import FineTuneModule
+    from demoprof_ros.training.loop import FineTuneModule
 
     loaded = load_model("tiny")
     module = FineTuneModule(loaded.model.train(), mim.MIMHead.for_visual(loaded.model.visual, 16))
@@ -210,7 +210,7 @@ def test_farl_mim_weights_are_reused_where_shapes_fit(clip):
 
 
 def test_mim_head_round_trips_through_a_checkpoint(clip, tmp_path):
-    from demoprof_ros.training.trainer import mim_state_of
+    from demoprof_ros.training.outputs import mim_state_of
 
     head = mim.MIMHead.for_visual(clip.visual, 16)
     save_checkpoint(tmp_path, clip, model_config("tiny-64"), {"note": "mim"}, mim_state=mim_state_of(head))

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from demoprof_ros.training import trainer as train
+from demoprof_ros.training import outputs, trainer as train
+from demoprof_ros.training.config import ARG_KEYS, TrainConfig, TrainConfigError, load_config
+from demoprof_ros.training.data import prepare_data
+from demoprof_ros.training.losses import ContrastiveLoss
+from demoprof_ros.training.loop import FineTuneModule
+from demoprof_ros.training.optim import CosineWithWarmup, EarlyStopping, param_groups
 from demoprof_ros.training.datasets import read_dataset, stratified_split
 from demoprof_ros.core.models import load_model
 from demoprof_ros.core.scorer import ZeroShotScorer
@@ -43,7 +48,7 @@ def faces24(shared_data, tmp_path_factory):
 
 
 def _run(csv_path, output, **overrides):
-    cfg = train.load_config(None, {**FAST, "train": [str(csv_path)], "output": str(output), **overrides})
+    cfg = load_config(None, {**FAST, "train": [str(csv_path)], "output": str(output), **overrides})
     return train.run(cfg)
 
 
@@ -63,7 +68,7 @@ def smoke(faces24, tmp_path_factory):
     ([float("nan"), 0.1, float("nan"), float("nan")], 2, 4, 2),  # NaN never improves
 ])
 def test_early_stopping_on_crafted_sequences(scores, patience, stop_after, best_epoch):
-    stopper = train.EarlyStopping(patience)
+    stopper = EarlyStopping(patience)
     stopped = None
     for epoch, score in enumerate(scores, start=1):
         stopper.update(score, epoch)
@@ -72,13 +77,13 @@ def test_early_stopping_on_crafted_sequences(scores, patience, stop_after, best_
             break
     assert stopped == stop_after
     assert stopper.best_epoch == best_epoch
-    clone = train.EarlyStopping(patience)
+    clone = EarlyStopping(patience)
     clone.load_state_dict(stopper.state_dict())
     assert clone.state_dict() == stopper.state_dict()
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():
-    f = train.CosineWithWarmup(warmup=4, total=20, min_ratio=0.1)
+    f = CosineWithWarmup(warmup=4, total=20, min_ratio=0.1)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(4) == pytest.approx(1.0)
     values = [f(s) for s in range(4, 21)]
@@ -91,8 +96,8 @@ def test_weight_decay_skips_biases_norms_embeddings_temperature_and_mask_token()
     from demoprof_ros.core.models import build_model, model_config
 
     clip = build_model(model_config("tiny-64"))
-    module = train.FineTuneModule(clip, MIMHead.for_visual(clip.visual, 8))
-    decay, no_decay = train.param_groups(module, 0.1)
+    module = FineTuneModule(clip, MIMHead.for_visual(clip.visual, 8))
+    decay, no_decay = param_groups(module, 0.1)
     names = {id(p): n for n, p in module.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     skipped = {names[id(p)] for p in no_decay["params"]}
@@ -110,7 +115,7 @@ def test_weight_decay_skips_biases_norms_embeddings_temperature_and_mask_token()
 def test_mim_count_is_the_ceiling_of_fraction_times_batch(fraction, batch, expected):
     from demoprof_ros.core.models import build_model, model_config
 
-    assert train.FineTuneModule(build_model(model_config("tiny-64")), None, fraction).mim_count(batch) == expected
+    assert FineTuneModule(build_model(model_config("tiny-64")), None, fraction).mim_count(batch) == expected
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
@@ -119,7 +124,7 @@ def test_module_refuses_a_fraction_outside_0_1(fraction):
     from demoprof_ros.core.models import build_model, model_config
 
     with pytest.raises(MIMError, match="mim_fraction"):
-        train.FineTuneModule(build_model(model_config("tiny-64")), None, fraction)
+        FineTuneModule(build_model(model_config("tiny-64")), None, fraction)
 
 
 def test_mim_fraction_half_runs_mim_on_half_the_batch_and_trains_the_mask_token():
@@ -130,7 +135,7 @@ def test_mim_fraction_half_runs_mim_on_half_the_batch_and_trains_the_mask_token(
 
     torch.manual_seed(0)
     clip = build_model(model_config("tiny-64")).train()
-    module = train.FineTuneModule(clip, MIMHead.for_visual(clip.visual, 16 * 16 * 3), mim_fraction=0.5)
+    module = FineTuneModule(clip, MIMHead.for_visual(clip.visual, 16 * 16 * 3), mim_fraction=0.5)
     x = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     tokens = open_clip.get_tokenizer("ViT-B-16-quickgelu")(["a photo of a face."] * 6)
     k = module.mim_count(6)
@@ -141,7 +146,7 @@ def test_mim_fraction_half_runs_mim_on_half_the_batch_and_trains_the_mask_token(
     assert predictions.shape == (int(mask.sum()), 16 * 16 * 3) and int(mask.sum()) == 3 * round(0.4 * 16)
     with torch.no_grad():  # the images without MIM take the plain path
         assert torch.allclose(image_features[k:], clip.encode_image(x[k:]), atol=1e-5)
-    loss = train.ContrastiveLoss()(image_features, text_features, logit_scale) \
+    loss = ContrastiveLoss()(image_features, text_features, logit_scale) \
         + mim_loss(predictions, pixel_targets(x[:k], 16), mask)
     loss.backward()
     assert module.mim_head.mask_token.grad is not None and module.mim_head.mask_token.grad.abs().sum() > 0
@@ -153,7 +158,7 @@ def test_mim_fraction_half_runs_mim_on_half_the_batch_and_trains_the_mask_token(
 def test_config_file_plus_overrides(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text("epochs: 4\nlr: 2.0e-5\nseeds: [1, 2]\nmim: true\ntrain: a.csv\n")
-    cfg = train.load_config(path, {"epochs": 7, "lr": None, "attributes": "gender,age"})
+    cfg = load_config(path, {"epochs": 7, "lr": None, "attributes": "gender,age"})
     assert (cfg.epochs, cfg.lr, cfg.seeds, cfg.mim, cfg.train) == (7, 2e-5, [1, 2], True, ["a.csv"])
     assert cfg.attributes == ["gender", "age"]
 
@@ -162,9 +167,9 @@ def test_shipped_train_yaml_documents_every_setting():
     import yaml
 
     data = yaml.safe_load((ROOT / "config" / "train.yaml").read_text())
-    assert set(data) == {f.name for f in __import__("dataclasses").fields(train.TrainConfig)}
-    cfg = train.load_config(ROOT / "config" / "train.yaml", {"train": ["x.csv"]})
-    assert cfg == train.TrainConfig(train=["x.csv"])  # the file states the built-in defaults
+    assert set(data) == {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    cfg = load_config(ROOT / "config" / "train.yaml", {"train": ["x.csv"]})
+    assert cfg == TrainConfig(train=["x.csv"])  # the file states the built-in defaults
 
 
 @pytest.mark.parametrize("content,message", [
@@ -181,8 +186,8 @@ def test_shipped_train_yaml_documents_every_setting():
 def test_bad_config_names_file_and_key(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
     path.write_text("train: [a.csv]\n" + content if not content.startswith("-") else content)
-    with pytest.raises(train.TrainConfigError, match=message) as info:
-        train.load_config(path)
+    with pytest.raises(TrainConfigError, match=message) as info:
+        load_config(path)
     assert "bad.yaml" in str(info.value)
 
 
@@ -245,17 +250,17 @@ def test_resume_with_mim_continues_from_the_right_epoch(faces24, tmp_path, monke
     settings = dict(epochs=2, patience=5, mim=True, mim_codebook_size=16, cache=str(tmp_path / "cache"))
     unbroken, _ = _run(faces24, tmp_path / "unbroken", **settings)
 
-    original = train._save_resume
+    original = outputs.save_resume
 
     def interrupt_after_epoch_one(path, state):
         original(path, state)
         if state["epoch"] == 0:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "_save_resume", interrupt_after_epoch_one)
+    monkeypatch.setattr(outputs, "save_resume", interrupt_after_epoch_one)
     with pytest.raises(KeyboardInterrupt):
         _run(faces24, tmp_path / "broken", **settings)
-    monkeypatch.setattr(train, "_save_resume", original)
+    monkeypatch.setattr(outputs, "save_resume", original)
     state = torch.load(tmp_path / "broken" / "seed_0" / "resume.pt", weights_only=True)
     assert state["epoch"] == 0 and len(state["history"]) == 1 and "mim_head" in state
 
@@ -304,7 +309,7 @@ def test_cli_registration():
     args = parser.parse_args(["train", "--train", "a.csv", "--seeds", "0", "1", "--no-mim", "--mask-ratio", "0.5",
                               "--mim-fraction", "0.25"])
     assert args.func is train.cmd_train and args.seeds == [0, 1] and args.mim is False and args.mask_ratio == 0.5
-    cfg = train.load_config(None, {k: getattr(args, k, None) for k in train._ARG_KEYS})
+    cfg = load_config(None, {k: getattr(args, k, None) for k in ARG_KEYS})
     assert cfg.mim_fraction == 0.25 and cfg.mask_ratio == 0.5
 
 
@@ -327,8 +332,8 @@ def bad_sets(shared_data, tmp_path):
 @pytest.mark.parametrize("reason", ["unknown label", "missing file", "unreadable image"])
 def test_bad_rows_are_reported_and_skipped_or_fail_with_strict(bad_sets, tmp_path, reason, capsys):
     path = bad_sets[reason]
-    cfg = train.load_config(None, {**FAST, "train": [str(path)], "output": str(tmp_path / "o")})
-    data = train.prepare_data(cfg)
+    cfg = load_config(None, {**FAST, "train": [str(path)], "output": str(tmp_path / "o")})
+    data = prepare_data(cfg)
     report = data.info["train"]["reports"][0]
     assert report["counts"] == {reason: 1} and report["problems"][0][0].endswith(f"{path.name}:8")
     assert len(data.train) + len(data.val) == 6

@@ -11,7 +11,7 @@ files is written (no embeddings, no images).
 
 Data sets with another vocabulary are scored honestly: a data set whose race labels include UTKFace's coarse
 `Asian` / `Others` is scored in that vocabulary, the model's probabilities merged (East + Southeast Asian ->
-Asian, Latino_Hispanic + Middle Eastern -> Others; metrics.merge_to_coarse). The fine 126-way task then
+Asian, Latino_Hispanic + Middle Eastern -> Others; coarse.py). The fine 126-way task then
 takes only the rows with fine labels (a coarse label names no single description); a second task,
 `joint_coarse`, chooses among the 90 merged descriptions over every complete row and is named so. Rows whose
 label the taxonomy lacks are left out by the reader, counted, and the report says so.
@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from ..training.datasets import DatasetError, DatasetReport, Sample, read_dataset, stratified_split
-from .metrics import (classification_report, coarse_vocab_for, expected_calibration_error, group_report,
-                      merge_to_coarse)
-from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES, COARSE_CLASSES, coarse_of
+from .coarse import in_vocabulary, merge_descriptions, merge_note
+from .metrics import classification_report, expected_calibration_error, group_report
+from .report import pct as _pct, render_report
+from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
 
 log = logging.getLogger("demoprof.evaluate")
 
@@ -96,21 +97,6 @@ def model_summary(loaded, spec: Any = None) -> dict:
             "embed_dim": int(loaded.model_cfg.get("embed_dim", 0)), "meta": summary}
 
 
-# --- vocabularies ----------------------------------------------------------------------------------------------
-
-
-def vocabulary(samples: Sequence[Sample], attribute: str) -> tuple[tuple[str, ...], dict[str, str]]:
-    """(the data set's vocabulary for an attribute, fine class -> vocabulary entry)."""
-    vocab = coarse_vocab_for([s.labels.get(attribute) for s in samples], attribute)
-    owner = {fine: entry for entry in vocab for fine in coarse_of(attribute, entry)}
-    return vocab, owner
-
-
-def _merge_note(attribute: str, vocab: Sequence[str]) -> str:
-    merged = [c for c in vocab if c in COARSE_CLASSES.get(attribute, {})]
-    return "; ".join(f"{' + '.join(coarse_of(attribute, c))} -> {c}" for c in merged)
-
-
 # --- one data set ----------------------------------------------------------------------------------------------
 
 
@@ -153,29 +139,9 @@ def evaluate_samples(scorer, samples: Sequence[Sample], settings: EvalSettings |
     truth: dict[str, list[str | None]] = {}
     preds: dict[str, list[str]] = {}
     for a in attributes:
-        vocab, owner = vocabulary(samples, a)
-        vocabs[a], owners[a] = vocab, owner
-        merged_probs = merge_to_coarse(probs[a], a, vocab).values
-        merged_labels = merge_to_coarse([s.labels.get(a) for s in samples], a, vocab)
-        kept_iter = iter(merged_labels.values)
-        truth[a] = [next(kept_iter) if k else None for k in merged_labels.kept]
-        top = merged_probs.argmax(axis=1)
-        preds[a] = [vocab[i] for i in top]
-        confidence = merged_probs.max(axis=1)
-        entry: dict[str, Any] = {"vocabulary": list(vocab), "merged": _merge_note(a, vocab) or None,
-                                 "n": int(merged_labels.kept.sum()), "left_out": dict(merged_labels.left_out)}
-        idx = np.flatnonzero(merged_labels.kept)
-        if idx.size:
-            y_true = [truth[a][i] for i in idx]
-            y_pred = [preds[a][i] for i in idx]
-            entry["metrics"] = classification_report(y_true, y_pred, vocab)
-            correct = np.array([t == p for t, p in zip(y_true, y_pred)])
-            entry["ece"] = expected_calibration_error(confidence[idx], correct, settings.ece_bins)
-            entry["mean_confidence"] = float(confidence[idx].mean())
-        else:
-            entry["metrics"] = None
-            entry["ece"] = None
-        out["attributes"][a] = entry
+        merged = in_vocabulary(probs[a], [s.labels.get(a) for s in samples], a)
+        vocabs[a], owners[a], truth[a], preds[a] = merged.vocab, merged.owner, merged.truth, merged.predicted
+        out["attributes"][a] = _attribute_entry(merged, a, settings)
 
     out["joint"], out["joint_coarse"] = _joint(scorer, embeddings, samples, attributes, vocabs, owners, truth,
                                                settings)
@@ -195,6 +161,24 @@ def evaluate_samples(scorer, samples: Sequence[Sample], settings: EvalSettings |
         out["retrieval"] = retrieval_precision_at_k(similarity, scorer.descriptions, truth, owners,
                                                     k=settings.retrieval_k)
     return out
+
+
+def _attribute_entry(merged, attribute: str, settings: EvalSettings) -> dict[str, Any]:
+    """results.json's entry for one attribute scored in the data set's vocabulary (coarse.in_vocabulary)."""
+    vocab = merged.vocab
+    confidence = merged.probs.max(axis=1)
+    idx = np.flatnonzero(merged.kept)
+    entry: dict[str, Any] = {"vocabulary": list(vocab), "merged": merge_note(attribute, vocab) or None,
+                             "n": int(idx.size), "left_out": dict(merged.left_out)}
+    if not idx.size:
+        return {**entry, "metrics": None, "ece": None}
+    y_true = [merged.truth[i] for i in idx]
+    y_pred = [merged.predicted[i] for i in idx]
+    entry["metrics"] = classification_report(y_true, y_pred, vocab)
+    correct = np.array([t == p for t, p in zip(y_true, y_pred)])
+    entry["ece"] = expected_calibration_error(confidence[idx], correct, settings.ece_bins)
+    entry["mean_confidence"] = float(confidence[idx].mean())
+    return entry
 
 
 def _joint(scorer, embeddings, samples, attributes, vocabs, owners, truth, settings):
@@ -228,16 +212,11 @@ def _joint(scorer, embeddings, samples, attributes, vocabs, owners, truth, setti
     if fine_vocab:
         return fine, None
     # The coarse task: descriptions merged into the data set's vocabulary, probabilities summed.
-    merged_of = [JOINT_SEPARATOR.join(owners[a][getattr(d, a)] for a in attributes) for d in scorer.descriptions]
-    coarse_keys = list(dict.fromkeys(merged_of))
-    column = {k: i for i, k in enumerate(coarse_keys)}
-    assign = np.zeros((len(merged_of), len(coarse_keys)))
-    assign[np.arange(len(merged_of)), [column[k] for k in merged_of]] = 1.0
-    merged = jp @ assign
+    merged, coarse_keys = merge_descriptions(jp, scorer.descriptions, attributes, owners, JOINT_SEPARATOR)
     eligible_c = [i for i in range(n_total) if all(truth[a][i] is not None for a in attributes)]
     missing = Counter({f"no {a} label": sum(v is None for v in truth[a]) for a in attributes})
     coarse_entry = {"task": f"choose among {len(coarse_keys)} descriptions in this data set's vocabulary "
-                            f"({'; '.join(filter(None, (_merge_note(a, vocabs[a]) for a in attributes)))})",
+                            f"({'; '.join(filter(None, (merge_note(a, vocabs[a]) for a in attributes)))})",
                     "vocabulary": "coarse", "n_descriptions": len(coarse_keys), "n": len(eligible_c),
                     "n_total": n_total, "left_out": {k: v for k, v in missing.items() if v},
                     "left_out_total": n_total - len(eligible_c)}
@@ -343,93 +322,6 @@ def write_outputs(results: Mapping[str, Any], output_dir: str | Path, plots: boo
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
-def render_report(results: Mapping[str, Any]) -> str:
-    """The human-readable report.md."""
-    model = results["model"]
-    lines = [f"# Evaluation of `{model['name']}`", ""]
-    lines.append(f"- model: `{model['spec']}`" + (f" ({model['source']})" if model.get("source") else ""))
-    if model.get("meta", {}).get("untrained"):
-        lines.append("- **untrained model (random weights): these numbers only check the pipeline**")
-    lines.append(f"- attributes: {', '.join(results['attributes'])}; created {results['created']}")
-    lines.append("- images are face crops scored whole (no detector); labels are perceived attributes as "
-                 "annotated in each data set; percentages below")
-    for name, ds in results["datasets"].items():
-        lines += ["", f"## {name}", "", f"Source: `{ds['path']}`."]
-        reader = ds["reader"]
-        text = f"Read {reader['rows']} rows, kept {reader['kept']}, left out {reader['skipped']}"
-        if reader["counts"]:
-            text += " (" + ", ".join(f"{n} {r}" for r, n in reader["counts"].items()) + ")"
-        lines.append(text + ".")
-        if reader["counts"].get("label not in taxonomy"):
-            lines.append(f"{reader['counts']['label not in taxonomy']} rows carry a label the FairFace taxonomy "
-                         "lacks (e.g. 'Pacific Islander'); they are left out of every metric, never guessed.")
-        if ds.get("subset"):
-            lines.append(f"Evaluated on a {ds['subset']}.")
-        images = ds["images"]
-        lines.append(f"Scored {images['scored']} images" +
-                     (f"; {images['unreadable']} unreadable, left out." if images["unreadable"] else "."))
-        lines += ["", "| attribute | vocabulary | n | accuracy | macro P | macro R | macro F1 | ECE |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
-        notes = []
-        for a, e in ds["attributes"].items():
-            m = e.get("metrics") or {}
-            vocab = f"{len(e['vocabulary'])} classes" + (" (merged)" if e.get("merged") else "")
-            lines.append(f"| {a} | {vocab} | {e['n']} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_precision'))}"
-                         f" | {_pct(m.get('macro_recall'))} | {_pct(m.get('macro_f1'))} | {_pct(e.get('ece'))} |")
-            if e.get("merged"):
-                notes.append(f"{a} is scored in this data set's vocabulary ({', '.join(e['vocabulary'])}) by "
-                             f"merging the model's probabilities: {e['merged']}.")
-            if e.get("left_out"):
-                notes.append(f"{a}: left out " + ", ".join(f"{n} rows ({r})" for r, n in e["left_out"].items())
-                             + ".")
-        if notes:
-            lines += [""] + [f"- {n}" for n in notes]
-        for key, title in (("joint", "Full description"), ("joint_coarse", "Full description, coarse vocabulary")):
-            j = ds.get(key)
-            if not j:
-                continue
-            lines += ["", f"### {title}", "", f"Task: {j['task']}. Rows with every label known"
-                      f"{' and fine-grained' if j['vocabulary'] == 'fine' else ''}: **{j['n']} of {j['n_total']}**."]
-            if j.get("note"):
-                lines.append(j["note"] + ".")
-            if j.get("metrics"):
-                m = j["metrics"]
-                lines.append(f"Accuracy {_pct(m['accuracy'])}, top-5 accuracy {_pct(j['top5_accuracy'])}, macro P/R/F1 "
-                             f"{_pct(m['macro_precision'])} / {_pct(m['macro_recall'])} / {_pct(m['macro_f1'])} "
-                             f"(over the {len(m['macro_classes'])} descriptions that occur), ECE {_pct(j['ece'])}. "
-                             "Attributes read off the chosen description: " +
-                             ", ".join(f"{a} {_pct(v)}" for a, v in j["marginal_accuracy"].items()) + ".")
-        if ds.get("groups"):
-            lines += ["", "### Groups", ""]
-            for a, g in ds["groups"].items():
-                for grouping, data in g["groupings"].items():
-                    if not data["groups"]:
-                        lines.append(f"- {a} accuracy by {grouping}: no row has a known {grouping} "
-                                     f"({data['left_out']} left out).")
-                        continue
-                    cells = ", ".join(f"{n} {_pct(v['accuracy'])} (n={v['n']})" for n, v in data["groups"].items())
-                    gap = data["gap"]["accuracy"]
-                    gap_text = (f"no gap: fewer than two groups with n >= {g['min_count']}" if not gap else
-                                f"no gap: the groups with n >= {g['min_count']} score the same" if not gap["gap"]
-                                else f"largest accuracy gap {_pct(gap['gap'])} points ({gap['best']} vs {gap['worst']})")
-                    lines.append(f"- {a} accuracy by {grouping}: {cells}. {gap_text}.")
-        r = ds.get("retrieval")
-        if r:
-            lines += ["", f"### Retrieval precision@{r['k']} ({r['images']} images)", "",
-                      "| attribute | mean precision | chance | descriptions |", "|---|---:|---:|---:|"]
-            for key, s in r["summary"].items():
-                lines.append(f"| {key} | {_pct(s['mean_precision'])} | {_pct(s['chance'])} | {s['descriptions']} |")
-            lines.append("")
-            lines.append("For every full description, the top-k images by similarity; precision = share of them "
-                         "with the description's class (images with that label unknown not counted); chance = the "
-                         "class's share in the data set.")
-    return "\n".join(lines) + "\n"
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Classification metrics, per-group gaps, calibration and coarse-vocabulary merging (numpy only).
+"""Classification metrics, per-group gaps and calibration (numpy only); coarse vocabularies: coarse.py.
 
 Conventions (scikit-learn's, written down so results compare with the literature):
 - Per class: precision = tp / (tp + fp), recall = tp / (tp + fn), F1 = 2 tp / (2 tp + fp + fn). A ratio with a
@@ -11,13 +11,11 @@ Conventions (scikit-learn's, written down so results compare with the literature
 """
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..core.taxonomy import CLASSES, COARSE_CLASSES, LabelError, coarse_of, normalize_label
+from ..core.taxonomy import CLASSES, COARSE_CLASSES
 
 
 def confusion_matrix(y_true: Sequence[Hashable], y_pred: Sequence[Hashable],
@@ -107,7 +105,7 @@ def group_report(records: Iterable[Mapping[str, Mapping[str, str | None]]], attr
     (both counted). Groups are named "White/Male"; the gap is max - min over groups with >= min_count samples
     (None when fewer than two qualify). classes: the label vocabulary (default: the attribute's classes and
     coarse labels); macro-F1 within a group follows the module's convention. Score a coarse-labelled set
-    (UTKFace race) on predictions already passed through merge_to_coarse.
+    (UTKFace race) on predictions already passed through coarse.merge_to_coarse.
     """
     classes = tuple(classes) if classes is not None else (*CLASSES[attribute],
                                                           *COARSE_CLASSES.get(attribute, {}))
@@ -144,87 +142,3 @@ def _gap(groups: Mapping[str, Mapping[str, Any]], metric: str) -> dict[str, Any]
     best = max(eligible, key=eligible.__getitem__)
     worst = min(eligible, key=eligible.__getitem__)
     return {"gap": eligible[best] - eligible[worst], "best": best, "worst": worst}
-
-
-@dataclass
-class CoarseMerge:
-    """Result of merge_to_coarse: the merged rows, which input rows they are, and what was left out."""
-
-    values: Any  # N_kept x K ndarray (distributions) or list[str] (labels)
-    kept: np.ndarray  # bool, one per input row
-    vocab: tuple[str, ...]
-    left_out: Counter = field(default_factory=Counter)  # reason -> rows
-
-    @property
-    def n_left_out(self) -> int:
-        return sum(self.left_out.values())
-
-
-def coarse_vocab_for(labels: Iterable[str | None], attribute: str) -> tuple[str, ...]:
-    """The vocabulary a data set's labels imply: fine classes no coarse label covers, then the coarse labels used.
-
-    UTKFace race ('Asian', 'Others' present) -> (White, Black, Indian, Asian, Others).
-    """
-    coarse = COARSE_CLASSES.get(attribute, {})
-    used = [c for c in coarse if c in set(labels)]
-    covered = {fine for c in used for fine in coarse[c]}
-    return (*[c for c in CLASSES[attribute] if c not in covered], *used)
-
-
-def merge_to_coarse(distribution_or_labels: np.ndarray | Sequence[str | None], attribute: str,
-                    coarse_vocab: Sequence[str]) -> CoarseMerge:
-    """Express predictions or labels in a coarser vocabulary (e.g. UTKFace's 5 races), honestly.
-
-    A distribution (N x C array, columns in taxonomy.CLASSES[attribute] order) becomes N x K by summing the
-    probabilities of the fine classes each vocabulary entry covers; every class must fall in exactly one entry.
-    Labels map to themselves when in the vocabulary, else to the coarse entry covering them; rows with no label,
-    a label the taxonomy lacks, or one the vocabulary cannot express are left out and counted by reason.
-    """
-    vocab = tuple(coarse_vocab)
-    fine = CLASSES[attribute]
-    cover = {entry: coarse_of(attribute, entry) for entry in vocab}
-    owner: dict[str, str] = {}
-    for entry, members in cover.items():
-        for cls in members:
-            if cls not in fine:
-                raise ValueError(f"{attribute} vocabulary entry {entry!r} is neither a class nor a coarse label")
-            if cls in owner:
-                raise ValueError(f"{attribute} class {cls!r} falls in both {owner[cls]!r} and {entry!r}")
-            owner[cls] = entry
-    data = distribution_or_labels
-    if isinstance(data, np.ndarray) and data.dtype.kind in "OUS" or (
-            not isinstance(data, np.ndarray) and all(v is None or isinstance(v, str) for v in data)):
-        return _merge_labels(list(data), attribute, vocab, owner)
-    probs = np.asarray(data, dtype=float)
-    if probs.ndim != 2 or probs.shape[1] != len(fine):
-        raise ValueError(f"expected an N x {len(fine)} {attribute} distribution (columns {list(fine)}), "
-                         f"got shape {probs.shape}")
-    missing = [c for c in fine if c not in owner]
-    if missing:
-        raise ValueError(f"{attribute} classes {missing} have no entry in the vocabulary {list(vocab)}")
-    merged = np.stack([probs[:, [fine.index(c) for c in cover[e]]].sum(axis=1) for e in vocab], axis=1)
-    return CoarseMerge(values=merged, kept=np.ones(len(probs), dtype=bool), vocab=vocab)
-
-
-def _merge_labels(labels: list[str | None], attribute: str, vocab: tuple[str, ...],
-                  owner: Mapping[str, str]) -> CoarseMerge:
-    values: list[str] = []
-    kept = np.zeros(len(labels), dtype=bool)
-    left_out: Counter = Counter()
-    for i, label in enumerate(labels):
-        try:
-            label = normalize_label(attribute, label or "")
-        except LabelError:
-            left_out["not in taxonomy"] += 1
-            continue
-        if label is None:
-            left_out["no label"] += 1
-        elif label in vocab:
-            values.append(label)
-            kept[i] = True
-        elif label in owner:
-            values.append(owner[label])
-            kept[i] = True
-        else:
-            left_out[f"not expressible in {'/'.join(vocab)}"] += 1
-    return CoarseMerge(values=values, kept=kept, vocab=vocab, left_out=left_out)

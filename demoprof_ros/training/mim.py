@@ -312,7 +312,7 @@ class CodebookTargets:
 class CachedTargets:
     """Token targets per training image, computed once and then looked up by the image's dataset index.
 
-    Valid because the teacher is frozen and train.py feeds every image unaugmented (decode, resize, centre
+    Valid because the teacher is frozen and the trainer feeds every image unaugmented (decode, resize, centre
     crop): an image's targets never change, so recomputing the teacher's forward every step is waste.
     Filled lazily (each process computes only the images it sees, each once); the table is N x patches
     int16 (int32 for codebooks over 32767 codes): 2200 images x 196 patches = 0.9 MB.
