@@ -126,8 +126,24 @@ def render_card(results: Mapping[str, Any] | None, checkpoint_meta: Mapping[str,
     if meta.get("untrained"):
         lines += ["", "> **Untrained model (random weights).** Its outputs mean nothing; this card only shows the "
                       "format. Do not deploy it."]
+    datasets = (results or {}).get("datasets") or {}
+    lines += ["", "## Model details", "", *_model_details(model, meta, name)]
+    lines += ["", "## Intended use", "", INTENDED_USE, "", "## Out-of-scope uses", "", OUT_OF_SCOPE]
+    lines += ["", "## Evaluation data", "", *_evaluation_data(datasets)]
+    lines += ["", "## Results", "", *_results(datasets)]
+    lines += ["", "## Per-group results", "", *_per_group(datasets)]
+    lines += ["", "## Calibration", "", *_calibration(datasets)]
+    lines += ["", "## Known limits", "", KNOWN_LIMITS]
+    lines += ["", "## Ethical and legal considerations", "",
+              "Perceived, not self-identified: every output is an estimate of how a face looks to the model. "
+              "Errors are not evenly spread (see the per-group results); a robot must degrade gracefully "
+              "(`undetermined` below the confidence bar) rather than act on a wrong guess.", "",
+              "**EU AI Act note on ethnicity.** " + EU_AI_ACT]
+    return "\n".join(lines) + "\n"
 
-    lines += ["", "## Model details", ""]
+
+def _model_details(model: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> list[str]:
+    lines = []
     base = meta.get("base_model") or meta.get("base") or meta.get("arch") or model.get("spec")
     lines.append(f"- Name: `{name}`; model spec `{model.get('spec', name)}`"
                  + (f"; weights `{model['source']}`" if model.get("source") else ""))
@@ -160,14 +176,14 @@ def render_card(results: Mapping[str, Any] | None, checkpoint_meta: Mapping[str,
                 lines.append(f"  - {attribute}: " + ", ".join(f"{k or 'unknown'} {v}" for k, v in counts.items()))
     elif not meta.get("untrained") and base in ("clip", "farl"):
         lines.append("- Training data: the base model's pre-training data only (zero-shot use).")
+    return lines
 
-    lines += ["", "## Intended use", "", INTENDED_USE, "", "## Out-of-scope uses", "", OUT_OF_SCOPE]
 
-    lines += ["", "## Evaluation data", ""]
-    datasets = (results or {}).get("datasets") or {}
+def _evaluation_data(datasets: Mapping[str, Any]) -> list[str]:
     if not datasets:
-        lines.append("Not evaluated yet: run `demoprof eval --model <this checkpoint> --data <CSV...> --output DIR` "
-                     "and then `demoprof card DIR`.")
+        return ["Not evaluated yet: run `demoprof eval --model <this checkpoint> --data <CSV...> --output DIR` "
+                "and then `demoprof card DIR`."]
+    lines = []
     for ds_name, ds in datasets.items():
         reader = ds.get("reader", {})
         text = (f"- **{ds_name}** (`{ds.get('path')}`): {ds['images']['scored']} images scored; read "
@@ -181,63 +197,56 @@ def render_card(results: Mapping[str, Any] | None, checkpoint_meta: Mapping[str,
             if e.get("merged"):
                 lines.append(f"  - {a} scored in the set's own vocabulary ({', '.join(e['vocabulary'])}): "
                              f"{e['merged']}.")
+    return lines
 
-    lines += ["", "## Results", ""]
-    if datasets:
-        lines += ["| data set | attribute | n | accuracy [95 % CI] | macro F1 |", "|---|---|---:|---|---:|"]
-        for ds_name, ds in datasets.items():
-            for a, e in ds.get("attributes", {}).items():
-                m = e.get("metrics") or {}
-                lines.append(f"| {ds_name} | {a} | {e.get('n', 0)} | {_acc_ci(m.get('accuracy'), e.get('n', 0))} | "
-                             f"{_pct(m.get('macro_f1'))} |")
-            for key in ("joint", "joint_coarse"):
-                j = ds.get(key)
-                if j and j.get("metrics"):
-                    label = "full description" + (" (coarse)" if key == "joint_coarse" else "")
-                    lines.append(f"| {ds_name} | {label} ({j['n_descriptions']}-way) | {j['n']} | "
-                                 f"{_acc_ci(j['metrics']['accuracy'], j['n'])} | {_pct(j['metrics']['macro_f1'])} |")
-    else:
-        lines.append("No results.")
 
-    lines += ["", "## Per-group results", ""]
-    any_group = False
+def _results(datasets: Mapping[str, Any]) -> list[str]:
+    if not datasets:
+        return ["No results."]
+    lines = ["| data set | attribute | n | accuracy [95 % CI] | macro F1 |", "|---|---|---:|---|---:|"]
+    for ds_name, ds in datasets.items():
+        for a, e in ds.get("attributes", {}).items():
+            m = e.get("metrics") or {}
+            lines.append(f"| {ds_name} | {a} | {e.get('n', 0)} | {_acc_ci(m.get('accuracy'), e.get('n', 0))} | "
+                         f"{_pct(m.get('macro_f1'))} |")
+        for key in ("joint", "joint_coarse"):
+            j = ds.get(key)
+            if j and j.get("metrics"):
+                label = "full description" + (" (coarse)" if key == "joint_coarse" else "")
+                lines.append(f"| {ds_name} | {label} ({j['n_descriptions']}-way) | {j['n']} | "
+                             f"{_acc_ci(j['metrics']['accuracy'], j['n'])} | {_pct(j['metrics']['macro_f1'])} |")
+    return lines
+
+
+def _per_group(datasets: Mapping[str, Any]) -> list[str]:
+    lines = []
     for ds_name, ds in datasets.items():
         for a, g in (ds.get("groups") or {}).items():
             for grouping, data in g["groupings"].items():
                 groups = data["groups"]
                 if not groups:
                     continue
-                any_group = True
                 gap = data["gap"]["accuracy"]
                 gap_text = (f"no gap computed (fewer than two groups with n >= {g['min_count']})" if not gap
                             else "groups with enough samples score the same" if not gap["gap"]
                             else f"largest gap {_pct(gap['gap'])} points: {gap['best']} vs {gap['worst']}")
                 lines.append(f"- **{ds_name}, {a} by {grouping}** ({gap_text}): " + "; ".join(
                     f"{n} {_acc_ci(v['accuracy'], v['n'])} (n={v['n']})" for n, v in groups.items()))
-    if not any_group:
-        lines.append("No per-group results (not evaluated, or no group labels).")
+    return lines or ["No per-group results (not evaluated, or no group labels)."]
 
-    lines += ["", "## Calibration", ""]
+
+def _calibration(datasets: Mapping[str, Any]) -> list[str]:
     cal = []
     for ds_name, ds in datasets.items():
         for a, e in ds.get("attributes", {}).items():
             if e.get("ece") is not None:
                 cal.append(f"| {ds_name} | {a} | {_pct(e['ece'])} | {_pct(e.get('mean_confidence'))} | "
                            f"{_pct((e.get('metrics') or {}).get('accuracy'))} |")
-    if cal:
-        lines += ["Expected calibration error (15 equal-width bins) of the top-1 probability; a confidence "
-                  "threshold (`min_confidence`) is only meaningful where it is low.", "",
-                  "| data set | attribute | ECE | mean confidence | accuracy |", "|---|---|---:|---:|---:|", *cal]
-    else:
-        lines.append("Not measured.")
-
-    lines += ["", "## Known limits", "", KNOWN_LIMITS]
-    lines += ["", "## Ethical and legal considerations", "",
-              "Perceived, not self-identified: every output is an estimate of how a face looks to the model. "
-              "Errors are not evenly spread (see the per-group results); a robot must degrade gracefully "
-              "(`undetermined` below the confidence bar) rather than act on a wrong guess.", "",
-              "**EU AI Act note on ethnicity.** " + EU_AI_ACT]
-    return "\n".join(lines) + "\n"
+    if not cal:
+        return ["Not measured."]
+    return ["Expected calibration error (15 equal-width bins) of the top-1 probability; a confidence "
+            "threshold (`min_confidence`) is only meaningful where it is low.", "",
+            "| data set | attribute | ECE | mean confidence | accuracy |", "|---|---|---:|---:|---:|", *cal]
 
 
 def write_card(source: str | Path, output: str | Path | None = None) -> Path:
