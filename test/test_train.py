@@ -286,7 +286,8 @@ def test_torchrun_two_cpu_processes_write_one_checkpoint(faces24, tmp_path):
     output = tmp_path / "ddp"
     config = tmp_path / "ddp.yaml"
     config.write_text("mim: true\nmim_codebook_size: 16\n")
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "demoprof_ros.training.trainer",
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
+           "-m", "demoprof_ros.training.trainer",
            "--config", str(config), "--model", "tiny", "--train", str(faces24), "--epochs", "1",
            "--batch-size", "4", "--output", str(output), "--device", "cpu", "--workers", "0", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -2,7 +2,7 @@
 
 Class names are FairFace's CSV spellings, so labels from FairFace files need no mapping. Everything the
 project predicts, trains on or reports is expressed in these classes; other vocabularies (UTKFace's race
-codes, its coarse `Asian` / `Others`) are mapped here and nowhere else.
+codes, its coarse `Asian` / `Others`) are defined and their labels normalised here and nowhere else.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ AGE_MIDPOINTS: dict[str, float] = {
 }
 
 #: Coarse labels of other datasets -> the fine classes they cover. Predictions are merged into these
-#: when a dataset only has the coarse label (UTKFace `Asian`, `Others`).
+#: when a dataset only has the coarse label (UTKFace `Asian`, `Others`); the merging itself is
+#: demoprof_ros.evaluation.coarse, the only place that does it.
 COARSE_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
     "race": {
         "Asian": ("East Asian", "Southeast Asian"),

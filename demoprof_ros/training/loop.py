@@ -34,7 +34,8 @@ from .losses import ContrastiveLoss, clamp_logit_scale_
 from .mim import (CachedTargets, CodebookTargets, MIMError, MIMHead, block_masks, check_vit, encode_with_mim,
                   farl_head_layers, grid_size, load_mim_state, mim_loss, pixel_targets)
 from .optim import CosineWithWarmup, EarlyStopping, make_adamw, param_groups
-from .outputs import RunResult, best_metrics, completed_run, cpu_state, plot_curves, run_meta, write_checkpoint, write_log
+from .outputs import (RunResult, best_metrics, completed_run, cpu_state, plot_curves, run_meta, write_checkpoint,
+                      write_log)
 from .validation import selection_score, validate
 
 log = logging.getLogger("demoprof.train")

@@ -8,8 +8,9 @@ Recipe (FLYP, Goyal et al. 2023): the pre-training objective (losses.Contrastive
 from the labels ("a photo of a 20-29 year old East Asian woman.", one template sampled per step, or the
 row's own caption), AdamW (lr 1e-5, weight decay 0.1, betas (0.9, 0.98), eps 1e-6 as in CLIP's training;
 no decay on biases, norms, embeddings, the mask token and logit_scale), cosine schedule with linear warm-up,
-gradient clipping, bf16/fp16 autocast on GPU and fp32 on CPU. After every epoch the zero-shot head is rebuilt from the fine-tuned text tower (a fresh
-scorer.ZeroShotScorer) and validation macro-F1 is measured per enabled attribute.
+gradient clipping, bf16/fp16 autocast on GPU and fp32 on CPU. After every epoch the zero-shot head is rebuilt
+from the fine-tuned text tower (a fresh scorer.ZeroShotScorer) and validation macro-F1 is measured per enabled
+attribute.
 
 Model selection: `selection: mean_f1` (default) is the mean macro-F1 over the enabled attributes that have
 validation labels - each attribute counts the same however many classes it has; `joint_f1` is the macro-F1
