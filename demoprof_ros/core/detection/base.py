@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..images import to_bgr8
-from ..results import Detection
+from ..results import Detection, DetectionDrops
 
 DEFAULT_MAX_SIDE = 1280
 
@@ -34,7 +34,7 @@ class FaceDetector(ABC):
     name: str = ""
     has_landmarks: bool = False
 
-    def __init__(self, *, score_threshold: float = 0.5, min_face_size: int = 32, max_faces: int = 8,
+    def __init__(self, *, score_threshold: float = 0.5, min_face_size: int = 24, max_faces: int = 8,
                  max_side: int = DEFAULT_MAX_SIDE) -> None:
         check_settings(score_threshold, min_face_size, max_faces, max_side)
         self.score_threshold = float(score_threshold)
@@ -48,6 +48,10 @@ class FaceDetector(ABC):
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         """Faces in `image_bgr` (anything images.to_bgr8 accepts), in its pixel coordinates, largest first."""
+        return self.detect_counted(image_bgr)[0]
+
+    def detect_counted(self, image_bgr: np.ndarray) -> tuple[list[Detection], DetectionDrops]:
+        """detect() plus how many faces min_face_size and max_faces dropped (the profiler reports these)."""
         frame = to_bgr8(image_bgr)
         height, width = frame.shape[:2]
         small = frame
@@ -56,7 +60,7 @@ class FaceDetector(ABC):
             size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
             small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         sx, sy = small.shape[1] / width, small.shape[0] / height
-        found = []
+        found, small_faces = [], 0
         for box, score, landmarks in self._detect(small, self.min_face_size * min(sx, sy)):
             score = float(score)
             if not score >= self.score_threshold:
@@ -65,6 +69,7 @@ class FaceDetector(ABC):
             x1, x2 = (min(max(v / sx, 0.0), float(width)) for v in (x1, x2))
             y1, y2 = (min(max(v / sy, 0.0), float(height)) for v in (y1, y2))
             if min(x2 - x1, y2 - y1) < max(self.min_face_size, 1e-6):
+                small_faces += 1
                 continue
             points = None
             if landmarks is not None:
@@ -72,7 +77,8 @@ class FaceDetector(ABC):
                           / np.array([sx, sy], dtype=np.float32))
             found.append(Detection(box=(x1, y1, x2, y2), score=score, landmarks=points))
         found.sort(key=lambda d: (-d.area, -d.score))
-        return found[:self.max_faces]
+        drops = DetectionDrops(min_face_size=small_faces, max_faces=max(0, len(found) - self.max_faces))
+        return found[:self.max_faces], drops
 
     @abstractmethod
     def _detect(self, image: np.ndarray, min_size: float) -> Iterable[RawDetection]:
