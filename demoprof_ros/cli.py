@@ -25,11 +25,11 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = ("demo", "core.model_zoo", "training.trai
 
 
 def _profile_config(args: argparse.Namespace):
-    from .core.profiler import ConfigError, ProfilerConfig
+    from .core.profiler import PHOTO_DEFAULTS, ConfigError, ProfilerConfig
 
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = dict(PHOTO_DEFAULTS)  # photos: the most accurate detector, many small faces
     if args.config:
-        data = load_config_file(args.config)
+        data.update(load_config_file(args.config))
     overrides = {"model": args.model, "device": args.device, "dtype": args.dtype,
                  "min_confidence": args.min_confidence, "models_dir": args.models_dir,
                  "prompts_file": args.prompts, "max_faces": args.max_faces,
@@ -113,7 +113,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             record = {"source": item.source,
                       "image": {"width": int(item.image.shape[1]), "height": int(item.image.shape[0])},
                       "model": profiler.model_name, "detector": profiler.detector_name,
-                      "latency_ms": round(latency_ms, 2), "faces": [p.to_dict() for p in profiles]}
+                      "latency_ms": round(latency_ms, 2), "faces_dropped": profiler.last_drops.to_dict(),
+                      "faces": [p.to_dict() for p in profiles]}
             print(json.dumps(record), flush=True)
         else:
             _print_table(item.source, profiles)

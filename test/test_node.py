@@ -192,7 +192,7 @@ def test_params_file_lists_every_parameter() -> None:
     ({"max_rate": -1.0}, "parameter max_rate"),
     ({"tracking.fusion": "median"}, "tracking.fusion"),
     ({"dtype": "int8"}, "dtype"),
-    ({"detectors": ["haar", "mtcnn"]}, "detectors"),
+    ({"detectors": ["haar", "dlib"]}, "detectors"),
     ({"attributes.age": False, "attributes.gender": False, "attributes.race": False}, "every attribute"),
     ({"attributes.age": "yes"}, "parameter attributes.age: expected true or false"),
     ({"modle": "tiny"}, "unknown parameters ['modle']"),

@@ -58,7 +58,7 @@ def test_warmup_precomputes_text(profiler):
     ({"max_faces": 0}, "max_faces"),
     ({"attributes": ["age", "height"]}, "attributes"),
     ({"attributes": {"race": "no"}}, "attributes"),
-    ({"detectors": ["mtcnn"]}, "detectors"),
+    ({"detectors": ["dlib"]}, "detectors"),
     ({"margin": -1}, "margin"),
     ({"modle": "clip"}, "unknown settings"),
 ])
@@ -72,3 +72,50 @@ def test_config_attribute_switches():
                                     "detectors": "yunet,haar"})
     assert cfg.attributes == ("age", "gender") and cfg.detectors == ("yunet", "haar")
     assert ProfilerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_dropped_faces_are_counted_and_logged(test_data, caplog):
+    caplog.set_level("WARNING", logger="demoprof_ros.core.profiler")
+    image = load_image(test_data / PHOTO)
+    found = build_detector(("haar",), min_face_size=16, max_faces=64).detect(image)
+    p = Profiler.from_config(ProfilerConfig(model="tiny", detectors=("haar",), min_face_size=16, max_faces=1))
+    assert len(p(image)) == 1
+    assert p.last_drops.to_dict() == {"min_face_size": 0, "max_faces": len(found) - 1} and len(found) >= 3
+    mine = lambda: [r.getMessage() for r in caplog.records if r.name == "demoprof_ros.core.profiler"]  # noqa: E731
+    (warning,) = mine()
+    assert f"dropped 0 face(s) smaller than min_face_size=16 px and {len(found) - 1} beyond max_faces=1" in warning
+    p(image)  # within DROP_LOG_PERIOD: counted, not logged again
+    assert len(mine()) == 1 and p.total_drops.max_faces == 2 * (len(found) - 1)
+    p(np.full((120, 160, 3), 127, np.uint8))
+    assert p.last_drops.total == 0
+
+
+def test_photo_defaults_and_node_defaults():
+    from demoprof_ros.core.detection import DEFAULT_CHAIN, PHOTO_CHAIN
+    from demoprof_ros.core.profiler import PHOTO_DEFAULTS
+
+    node, photo = ProfilerConfig(), ProfilerConfig(**PHOTO_DEFAULTS)
+    assert node.detectors == DEFAULT_CHAIN and node.detectors[:2] == ("scrfd", "yunet") and "mtcnn" not in node.detectors
+    assert photo.detectors == PHOTO_CHAIN and photo.detectors.index("mtcnn") < photo.detectors.index("blazeface")
+    assert photo.min_face_size < node.min_face_size and photo.max_faces > node.max_faces
+    assert ProfilerConfig.from_dict(photo.to_dict()) == photo
+
+
+@pytest.mark.parametrize("data,match", [({"tiles": -1}, "tiles"), ({"max_side": 32}, "max_side"),
+                                        ({"tiles": 1.5}, "tiles")])
+def test_detection_settings_are_checked(data, match):
+    with pytest.raises(ConfigError, match=match):
+        ProfilerConfig.from_dict(data)
+
+
+def test_default_chain_runs_a_cnn_with_aligned_crops(test_data, tmp_path):
+    from demoprof_ros.core.detection import DetectorUnavailable, find_blazeface
+
+    try:
+        find_blazeface()
+    except DetectorUnavailable as error:
+        pytest.skip(str(error))
+    p = Profiler.from_config(ProfilerConfig(model="tiny", models_dir=str(tmp_path), align=True))
+    assert p.detector_name == "blazeface"  # no SCRFD / YuNet files in tmp_path
+    faces = p(load_image(test_data / PHOTO))
+    assert len(faces) == 4 and all(f.detection.landmarks is not None for f in faces)

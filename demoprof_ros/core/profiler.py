@@ -1,27 +1,37 @@
 """The pipeline a robot runs per frame: detect faces, crop them, score them in one batch.
 
 `ProfilerConfig` is the one place settings are named, typed and checked, so the CLI, the ROS node (whose
-parameters map 1:1 onto these fields) and notebooks fail the same way on a bad value.
+parameters map 1:1 onto these fields) and notebooks fail the same way on a bad value. Its defaults are the
+node's (live video: a detector that keeps up with 30 Hz on a CPU, a few large faces); PHOTO_DEFAULTS is what
+`demoprof profile` changes for photos, folders and videos (the most accurate detector, many small faces).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .detection import build_detector, crop_face
+from .detection import DEFAULT_CHAIN, DEFAULT_MAX_SIDE, PHOTO_CHAIN, available_backends, build_detector, crop_face
 from .images import to_bgr8
 from .models import load_model
 from .prompts import load_prompts, prompts_from_dict
-from .results import FaceProfile
+from .results import DetectionDrops, FaceProfile
 from .scorer import ZeroShotScorer, validate_attributes
 from .taxonomy import ATTRIBUTE_NAMES
 
 DTYPES = ("fp32", "fp16", "bf16")
-DETECTORS = ("scrfd", "yunet", "haar")
+DETECTORS = available_backends()  # scrfd, yunet, mtcnn, blazeface, haar
+
+#: What `demoprof profile` (photos, folders, videos) changes from the node's defaults. MTCNN: the most accurate
+#: detector that needs no download; faces down to 12 px (a 29-person photo at 660 px has faces of 16-21 px),
+#: up to 64 of them, on frames up to 1920 px (a 2400 px group photo keeps its ~35 px faces at ~28 px).
+PHOTO_DEFAULTS: dict[str, Any] = {"detectors": PHOTO_CHAIN, "min_face_size": 12, "max_faces": 64,
+                                  "max_side": 1920, "tiles": 2}
+_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -40,12 +50,14 @@ class ProfilerConfig:
     min_confidence: float = 0.4
     joint_top_k: int = 3
     prompts_file: str = ""
-    detectors: tuple[str, ...] = DETECTORS
+    detectors: tuple[str, ...] = DEFAULT_CHAIN
     scrfd_path: str = ""
     yunet_path: str = ""
     detection_threshold: float = 0.5
-    min_face_size: int = 32
+    min_face_size: int = 24
     max_faces: int = 8
+    max_side: int = DEFAULT_MAX_SIDE
+    tiles: int = 0
     margin: float = 0.25
     align: bool = False
     batch_size: int = 16
@@ -78,6 +90,8 @@ class ProfilerConfig:
         check(_is_int(self.joint_top_k) and self.joint_top_k >= 0, "joint_top_k", "an integer >= 0")
         check(_is_int(self.min_face_size) and self.min_face_size >= 1, "min_face_size", "an integer >= 1")
         check(_is_int(self.max_faces) and self.max_faces >= 1, "max_faces", "an integer >= 1")
+        check(_is_int(self.max_side) and self.max_side >= 64, "max_side", "an integer >= 64 (pixels)")
+        check(_is_int(self.tiles) and self.tiles >= 0, "tiles", "an integer >= 0")
         check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
         check(_is_number(self.margin) and 0.0 <= self.margin <= 2.0, "margin", "a number in [0, 2]")
         check(isinstance(self.align, bool), "align", "true or false")
@@ -127,11 +141,20 @@ def _is_int(value: Any) -> bool:
 class Profiler:
     """BGR frame -> one FaceProfile per detected face (largest first)."""
 
-    def __init__(self, detector: Any, scorer: ZeroShotScorer, margin: float = 0.25, align: bool = False) -> None:
+    #: seconds between two log lines about dropped faces (the node calls this 30 times a second)
+    DROP_LOG_PERIOD = 10.0
+
+    def __init__(self, detector: Any, scorer: ZeroShotScorer, margin: float = 0.25, align: bool = False,
+                 logger: Any = None) -> None:
         self.detector = detector
         self.scorer = scorer
         self.margin = margin
         self.align = align
+        self.log = logger if logger is not None else _log
+        self.last_drops = DetectionDrops()  # faces the last frame's detection dropped (goes into the JSON)
+        self.total_drops = DetectionDrops()
+        self._unlogged = (DetectionDrops(), 0)  # drops and frames since the last log line
+        self._logged_at: float | None = None
 
     @classmethod
     def from_config(cls, cfg: ProfilerConfig, logger: logging.Logger | None = None) -> "Profiler":
@@ -145,8 +168,10 @@ class Profiler:
         detector = build_detector(cfg.detectors, models_dir=cfg.models_dir or None, scrfd_path=cfg.scrfd_path,
                                   yunet_path=cfg.yunet_path, score_threshold=cfg.detection_threshold,
                                   min_face_size=cfg.min_face_size, max_faces=cfg.max_faces, logger=logger,
-                                  device=cfg.device)
-        return cls(detector, scorer, margin=cfg.margin, align=cfg.align)
+                                  device=cfg.device, max_side=cfg.max_side, tiles=cfg.tiles)
+        if cfg.align and not detector.has_landmarks:
+            (logger or _log).warning(f"align: true, but detector {detector.name} gives no landmarks: plain crops")
+        return cls(detector, scorer, margin=cfg.margin, align=cfg.align, logger=logger)
 
     @property
     def model_name(self) -> str:
@@ -168,9 +193,27 @@ class Profiler:
             self.scorer.encode_images([np.zeros((size, size, 3), np.uint8)] * n)
 
     def __call__(self, image: np.ndarray) -> list[FaceProfile]:
+        """One FaceProfile per face kept; what min_face_size / max_faces dropped is in `last_drops` (and logged)."""
         frame = to_bgr8(image)
-        detections = self.detector.detect(frame)
+        counted = getattr(self.detector, "detect_counted", None)
+        detections, drops = counted(frame) if counted else (self.detector.detect(frame), DetectionDrops())
+        self._note_drops(drops)
         if not detections:
             return []
         crops = [crop_face(frame, d, margin=self.margin, align=self.align) for d in detections]
         return [FaceProfile(detection=d, scores=s) for d, s in zip(detections, self.scorer.score(crops))]
+
+    def _note_drops(self, drops: DetectionDrops) -> None:
+        """Count drops; log them at once the first time, then at most every DROP_LOG_PERIOD s (summed)."""
+        self.last_drops = drops
+        self.total_drops = self.total_drops + drops
+        pending, frames = self._unlogged
+        pending, frames = pending + drops, frames + (1 if drops.total else 0)
+        now = time.monotonic()
+        if pending.total and (self._logged_at is None or now - self._logged_at >= self.DROP_LOG_PERIOD):
+            settings = getattr(self.detector, "min_face_size", "?"), getattr(self.detector, "max_faces", "?")
+            where = f"in {frames} frames" if frames > 1 else "in this frame"
+            self.log.warning(f"dropped {pending.min_face_size} face(s) smaller than min_face_size={settings[0]} px "
+                             f"and {pending.max_faces} beyond max_faces={settings[1]} {where}")
+            pending, frames, self._logged_at = DetectionDrops(), 0, now
+        self._unlogged = (pending, frames)

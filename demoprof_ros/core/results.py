@@ -34,6 +34,28 @@ class Detection:
 
 
 @dataclass
+class DetectionDrops:
+    """Faces the detector found but did not hand on: smaller than min_face_size, or beyond max_faces.
+
+    Kept so that a cap never loses faces silently: the profiler logs these and the JSON carries them
+    ("faces_dropped" in docs/profile_schema.json).
+    """
+
+    min_face_size: int = 0  # found, but with a box side below min_face_size
+    max_faces: int = 0      # large enough, but more than max_faces (the smallest ones go)
+
+    @property
+    def total(self) -> int:
+        return self.min_face_size + self.max_faces
+
+    def __add__(self, other: "DetectionDrops") -> "DetectionDrops":
+        return DetectionDrops(self.min_face_size + other.min_face_size, self.max_faces + other.max_faces)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min_face_size": int(self.min_face_size), "max_faces": int(self.max_faces)}
+
+
+@dataclass
 class AttributeResult:
     """One attribute's outcome: the top class, its probability and the whole distribution.
 
