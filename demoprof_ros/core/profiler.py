@@ -212,7 +212,7 @@ class Profiler:
         now = time.monotonic()
         if pending.total and (self._logged_at is None or now - self._logged_at >= self.DROP_LOG_PERIOD):
             settings = getattr(self.detector, "min_face_size", "?"), getattr(self.detector, "max_faces", "?")
-            where = f"in {frames} frames" if frames > 1 else "in this frame"
+            where = "in this frame" if frames == 1 and drops.total else f"in {frames} frame(s)"
             self.log.warning(f"dropped {pending.min_face_size} face(s) smaller than min_face_size={settings[0]} px "
                              f"and {pending.max_faces} beyond max_faces={settings[1]} {where}")
             pending, frames, self._logged_at = DetectionDrops(), 0, now
