@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, command_line, machine_info, machine_line, markdown_table, summary, timed, write_json  # noqa: E402
+from _common import (ROOT, command_line, machine_info, machine_line, markdown_table, summary, timed,  # noqa: E402
+                     write_json)
 
 import torch  # noqa: E402
 

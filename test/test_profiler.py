@@ -95,7 +95,8 @@ def test_photo_defaults_and_node_defaults():
     from demoprof_ros.core.profiler import PHOTO_DEFAULTS
 
     node, photo = ProfilerConfig(), ProfilerConfig(**PHOTO_DEFAULTS)
-    assert node.detectors == DEFAULT_CHAIN and node.detectors[:2] == ("scrfd", "yunet") and "mtcnn" not in node.detectors
+    assert node.detectors == DEFAULT_CHAIN and node.detectors[:2] == ("scrfd", "yunet")
+    assert "mtcnn" not in node.detectors
     assert photo.detectors == PHOTO_CHAIN and photo.detectors.index("mtcnn") < photo.detectors.index("blazeface")
     assert photo.min_face_size < node.min_face_size and photo.max_faces > node.max_faces
     assert ProfilerConfig.from_dict(photo.to_dict()) == photo
