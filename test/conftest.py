@@ -1,9 +1,11 @@
 """Session-wide test settings: offline, loopback-only DDS on a random domain, shared fixtures."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -39,3 +41,25 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def test_data() -> Path:
     return TEST_DATA
+
+
+@pytest.fixture
+def capture_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+                ) -> Callable[[str, int], pytest.LogCaptureFixture]:
+    """caplog for one logger and its children, whatever the logging class: `capture_log("demoprof_ros.core")`.
+
+    caplog listens on the root logger, so it sees nothing from a logger that does not propagate, and ROS 2's
+    `launch` (imported by launch_testing under `colcon test`) makes every logger created after it a
+    LaunchLogger with propagate=False. Here caplog's handler goes onto the logger under test and its existing
+    children themselves, which stop propagating until the test ends so that no record is counted twice.
+    """
+    def capture(name: str, level: int = logging.INFO) -> pytest.LogCaptureFixture:
+        caplog.set_level(level, logger=name)
+        loggers = [logging.getLogger(name)] + [
+            logger for key, logger in logging.Logger.manager.loggerDict.items()
+            if key.startswith(name + ".") and isinstance(logger, logging.Logger)]
+        for logger in loggers:
+            monkeypatch.setattr(logger, "handlers", [*logger.handlers, caplog.handler])  # restored at teardown
+            monkeypatch.setattr(logger, "propagate", False)
+        return caplog
+    return capture

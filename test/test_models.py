@@ -183,10 +183,10 @@ def test_failures_raise_one_clear_error(tmp_path, source, case):
     assert "\n" not in text
 
 
-def test_unsafe_pickle_loads_with_explicit_opt_in(tmp_path, source, caplog):
+def test_unsafe_pickle_loads_with_explicit_opt_in(tmp_path, source, capture_log):
     path = ck.write_unsafe_pickle(tmp_path / "u.pth", source)
-    with caplog.at_level(logging.WARNING, logger="demoprof_ros.core.models"):
-        loaded = load_model(path, allow_unsafe=True)
+    caplog = capture_log("demoprof_ros.core.models", logging.WARNING)
+    loaded = load_model(path, allow_unsafe=True)
     assert "full unpickling" in caplog.text
     assert_same_outputs(loaded, source)
 
@@ -235,9 +235,9 @@ def test_dtype(tmp_path, source, dtype, want):
 
 
 @pytest.mark.parametrize("spec, size", [("tiny", 64), ("tiny-64", 64), ("tiny-224", 224)])
-def test_tiny_is_seeded_and_warns(spec, size, caplog):
-    with caplog.at_level(logging.WARNING, logger="demoprof_ros.core.models"):
-        a, b = load_model(spec), load_model(spec)
+def test_tiny_is_seeded_and_warns(spec, size, capture_log):
+    caplog = capture_log("demoprof_ros.core.models", logging.WARNING)
+    a, b = load_model(spec), load_model(spec)
     assert "UNTRAINED MODEL" in caplog.text and "mean NOTHING" in caplog.text
     assert a.image_size == size and a.meta["untrained"] is True and "UNTRAINED" in a.meta["warning"]
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
@@ -309,11 +309,11 @@ def _place(models_dir, what, model):
     (["finetuned2", "finetuned1"], "finetuned2"),
     ([], "tiny-64"),
 ])
-def test_auto_picks_best_present(tmp_path, source, present, expected, caplog):
+def test_auto_picks_best_present(tmp_path, source, present, expected, capture_log):
     for what in present:
         _place(tmp_path, what, source)
-    with caplog.at_level(logging.WARNING, logger="demoprof_ros.core.models"):
-        loaded = load_model("auto", models_dir=tmp_path)
+    caplog = capture_log("demoprof_ros.core.models", logging.WARNING)
+    loaded = load_model("auto", models_dir=tmp_path)
     assert loaded.name == expected
     assert ("UNTRAINED" in caplog.text) == (expected == "tiny-64")
     if expected != "tiny-64":
