@@ -157,7 +157,7 @@ class Listener:
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: wait_for predicates may call the locked getters
         self.profiles: list[dict[str, Any]] = []
         self.raw_profiles: list[str] = []
         self.diagnostics: list[Any] = []
@@ -172,6 +172,7 @@ class Listener:
                                       best_effort)
         self.node.create_subscription(Image, "/profiler_node/debug_image", self._on_debug, 10)
         self.image_pub = self.node.create_publisher(Image, "/image", QoSProfile(depth=50))
+        self.collected: dict[str, list[Any]] = defaultdict(list)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="listener", daemon=True)
         self._thread.start()
@@ -196,6 +197,17 @@ class Listener:
     def _on_image(self, msg: Any, kind: str) -> None:
         with self._lock:
             self.image_stamps[msg.header.frame_id].append((msg.header.stamp.sec, msg.header.stamp.nanosec))
+
+    def collect(self, msg_type: Any, topic: str, qos: Any = 10) -> None:
+        """Keep every message of `topic` in self.collected[topic] (read them under wait_for or messages())."""
+        def keep(msg: Any) -> None:
+            with self._lock:
+                self.collected[topic].append(msg)
+        self.node.create_subscription(msg_type, topic, keep, qos)
+
+    def messages(self, topic: str) -> list[Any]:
+        with self._lock:
+            return list(self.collected[topic])
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float, poll: float = 0.05) -> Any:
         """Poll `predicate` (called under the lock) until it returns something truthy or time runs out."""
