@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import rclpy
@@ -26,14 +29,15 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from . import hri
 from ..core.annotate import draw_profiles
 from ..core.images import ImageError
 from ..core.profiler import ConfigError, Profiler
 from ..core.results import FaceProfile
+from .hri_output import HriOutput, import_hri_msgs
 from .image_conversion import ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr
 from ..core.tracking import FaceTracker
 from .params import NodeSettings, declare_parameters, read_settings, unknown_parameters
@@ -42,6 +46,7 @@ SCHEMA_ID = "demoprof_ros/user_profile"
 SCHEMA_VERSION = 1
 EXIT_CONFIG = 2  # a parameter the user can fix
 EXIT_RUNTIME = 1  # the model or detector could not be loaded
+SIGNAL_POLL_S = 0.1  # how soon main() notices a SIGINT / SIGTERM
 
 
 class FrameMailbox:
@@ -129,6 +134,14 @@ def build_profile_dict(stamp: tuple[int, int], frame_id: str, image_size: tuple[
     }
 
 
+def cli_hints(text: str) -> str:
+    """The core's fix hints name `demoprof ...` commands; where that console script is neither on PATH nor beside
+    this Python (a pip venv), as in a colcon workspace (lib/demoprof_ros), they say `ros2 run demoprof_ros ...`."""
+    if "`demoprof" not in text or shutil.which("demoprof") or Path(sys.executable).with_name("demoprof").is_file():
+        return text
+    return re.sub(r"`demoprof(-train|-eval)?\b", lambda m: f"`ros2 run demoprof_ros demoprof{m.group(1) or ''}", text)
+
+
 class _RclpyLogHandler(logging.Handler):
     """Sends the core's `logging` records (model and detector choices, warnings) to the node's ROS logger."""
 
@@ -138,7 +151,7 @@ class _RclpyLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = record.getMessage()
+            text = cli_hints(record.getMessage())
             if record.levelno >= logging.ERROR:
                 self.ros_logger.error(text)
             elif record.levelno >= logging.WARNING:
@@ -149,36 +162,6 @@ class _RclpyLogHandler(logging.Handler):
                 self.ros_logger.debug(text)
         except Exception:  # a log line must never take the node down
             self.handleError(record)
-
-
-class _HriOutput:
-    """ROS4HRI /humans/faces/tracked and /humans/faces/<id>/softbiometrics (only where hri_msgs imports)."""
-
-    def __init__(self, node: LifecycleNode, ids_type: Any, softbio_type: Any) -> None:
-        self.node = node
-        self.softbio_type = softbio_type
-        self.ids_type = ids_type
-        self.tracked = node.create_publisher(ids_type, f"{hri.FACES_TOPIC}/tracked", 10)
-        self.faces: dict[int, Any] = {}
-
-    def publish(self, header: Any, profiles: Sequence[FaceProfile], alive: Sequence[int]) -> None:
-        self.tracked.publish(self.ids_type(header=header, ids=[hri.face_id_str(i) for i in alive]))
-        for face_id in set(self.faces) - set(alive):
-            self.node.destroy_publisher(self.faces.pop(face_id))
-        for profile in profiles:
-            if profile.face_id is None:
-                continue
-            pub = self.faces.get(profile.face_id)
-            if pub is None:
-                pub = self.node.create_publisher(self.softbio_type, hri.softbiometrics_topic(profile.face_id), 10)
-                self.faces[profile.face_id] = pub
-            pub.publish(self.softbio_type(header=header, **hri.softbiometrics(profile)))
-
-    def destroy(self) -> None:
-        for pub in self.faces.values():
-            self.node.destroy_publisher(pub)
-        self.faces.clear()
-        self.node.destroy_publisher(self.tracked)
 
 
 class ProfilerNode(LifecycleNode):
@@ -205,7 +188,7 @@ class ProfilerNode(LifecycleNode):
         self._diag_pub: Any = None
         self._diag_timer: Any = None
         self._diag_last = (time.monotonic(), 0, 0.0, 0)  # time, processed, latency sum, errors at last report
-        self._hri: _HriOutput | None = None
+        self._hri: HriOutput | None = None
         # The core logs through `logging`; in the node its records go to the ROS log only (not twice when a
         # library has configured the root logger).
         self._log_handler = _RclpyLogHandler(self.get_logger())
@@ -250,18 +233,17 @@ class ProfilerNode(LifecycleNode):
 
     def _configure_failed(self, message: str, exit_code: int) -> TransitionCallbackReturn:
         self.configure_error, self.configure_exit_code = message, exit_code
-        self.get_logger().error(f"configure failed: {message}")
+        self.get_logger().error(f"configure failed: {cli_hints(message)}")
         return TransitionCallbackReturn.FAILURE
 
-    def _make_hri(self, settings: NodeSettings) -> _HriOutput | None:
+    def _make_hri(self, settings: NodeSettings) -> HriOutput | None:
         if not settings.publish_hri:
             return None
-        try:
-            from hri_msgs.msg import IdsList, SoftBiometrics
-        except ImportError:
+        types = import_hri_msgs()
+        if types is None:
             self.get_logger().info("hri_msgs is not installed: ROS4HRI output (/humans/faces/...) is off")
             return None
-        return _HriOutput(self, IdsList, SoftBiometrics)
+        return HriOutput(self, types)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.settings is not None
@@ -418,7 +400,7 @@ class ProfilerNode(LifecycleNode):
         if self._debug_pub is not None:
             self._debug_pub.publish(Image(header=msg.header, **bgr_to_image_fields(draw_profiles(image, profiles))))
         if self._hri is not None:
-            self._hri.publish(msg.header, profiles, self.tracker.track_ids)
+            self._hri.publish(msg.header, profiles, self.tracker.track_ids, (image.shape[1], image.shape[0]))
 
     def _log_throttled(self, level: str, message: str) -> None:
         show, suppressed = self._throttle.check(message)
@@ -465,26 +447,37 @@ class ProfilerNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """`profiler_node [--ros-args ...]`: exit 0 on Ctrl-C / SIGTERM, 2 on bad parameters, 1 if loading failed."""
-    code = 0
+    """`profiler_node [--ros-args ...]`: exit 0 on Ctrl-C / SIGTERM, 2 on bad parameters, 1 if loading failed.
+
+    Signals are handled here, not by rclpy: rclpy's handler shuts the context down at once, while the worker
+    may still be publishing the frame in progress ("publisher's context is invalid"), and a second Ctrl-C
+    during teardown (the terminal and `ros2 launch` each send one) then ends the process with -2. Here the
+    first SIGINT / SIGTERM only ends the spin loop; teardown runs in order (join the worker, destroy the node,
+    shut rclpy down) and later signals are ignored.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        with rclpy.init(args=args):
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
             node = ProfilerNode()
+            executor = SingleThreadedExecutor()
             try:
-                executor = SingleThreadedExecutor()
                 executor.add_node(node)
-                if node.get_parameter("autostart").value is True:
+                if node.get_parameter("autostart").value is True and not stop.is_set():
                     if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                         return node.configure_exit_code or EXIT_RUNTIME  # the reason is in the log
-                    if rclpy.ok():
+                    if not stop.is_set():
                         node.trigger_activate()
-                executor.spin()
+                while not stop.is_set() and rclpy.ok():
+                    executor.spin_once(timeout_sec=SIGNAL_POLL_S)
             finally:
                 node.stop_worker()
+                executor.remove_node(node)
                 node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
-    return code
+    return 0
 
 
 if __name__ == "__main__":
