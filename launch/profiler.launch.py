@@ -2,8 +2,9 @@
 
   ros2 launch demoprof_ros profiler.launch.py image:=/camera/color/image_raw
   ros2 launch demoprof_ros profiler.launch.py namespace:=front image:=/front/image_raw model:=farl device:=cuda
+  ros2 launch demoprof_ros profiler.launch.py autostart:=false   # then: ros2 lifecycle set /profiler_node configure
 
-`model`, `device` and `debug_image` override the params file only when given; `image` is remapped
+`model`, `device`, `debug_image` and `autostart` override the params file only when given; `image` is remapped
 together with its `/compressed` sibling, so raw and compressed cameras both work. Then:
 `ros2 topic echo /user_profile` (or `<namespace>/user_profile`).
 """
@@ -17,14 +18,23 @@ from launch_ros.actions import LifecycleNode
 
 PACKAGE = "demoprof_ros"
 EXECUTABLE = "profiler_node"
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _as_bool(name, text):
+    try:
+        return _BOOLS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"launch argument {name}:={text!r}: expected true or false") from None
 
 
 def _profiler(context, *args, **kwargs):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     image = value("image")
     overrides = {name: value(name) for name in ("model", "device") if value(name)}
-    if value("debug_image"):
-        overrides["debug_image"] = value("debug_image").lower() in ("true", "1", "yes")
+    for name in ("debug_image", "autostart"):
+        if value(name):
+            overrides[name] = _as_bool(name, value(name))
     return [LifecycleNode(
         package=PACKAGE,
         executable=EXECUTABLE,
@@ -51,5 +61,8 @@ def generate_launch_description():
                               description="namespace of the node and its topics (one profiler per camera)"),
         DeclareLaunchArgument("debug_image", default_value="",
                               description="true | false: publish ~/debug_image (default: as in the params file)"),
+        DeclareLaunchArgument("autostart", default_value="",
+                              description="true | false: configure and activate at start; false waits for "
+                                          "`ros2 lifecycle set` or a lifecycle manager (default: as in the params file)"),
         OpaqueFunction(function=_profiler),
     ])

@@ -1,15 +1,20 @@
-"""launch/profiler.launch.py: a static check everywhere, a launch_testing run on a real ROS 2 install.
+"""launch/profiler.launch.py: static checks and its arguments everywhere, a launch_testing run on a ROS 2 install.
 
-Here (pip wheels of rclpy only) `launch` / `launch_testing` are not importable, so only the static checks run
-and the launch test is reported as skipped with the reason. In a ROS 2 workspace (`colcon test`), the
-launch_testing pytest plugin runs generate_test_description and the TestCase classes below.
+Here (pip wheels of rclpy only) `launch` / `launch_testing` are not importable: the launch file runs against
+stand-ins of the few launch classes it uses, and the launch test is reported as skipped with the reason. In a
+ROS 2 workspace (`colcon test`, or `launch_test test/test_launch.py`) the launch_testing pytest plugin runs
+generate_test_description and the TestCase classes below; where `launch_testing` imports but its plugin is not
+loaded (`-p no:launch_testing`), those classes skip with the reason instead of failing.
 """
 from __future__ import annotations
 
 import ast
 import json
 import os
+import runpy
+import sys
 import time
+import types
 import unittest
 from pathlib import Path
 
@@ -18,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "profiler.launch.py"
 PHOTO = ROOT / "test" / "data" / "group_photos" / "obama_family_2011.jpg"
-ARGUMENTS = {"image", "params_file", "model", "device", "namespace", "debug_image"}
+ARGUMENTS = {"image", "params_file", "model", "device", "namespace", "debug_image", "autostart"}
 
 try:
     # `from launch import ...`, not `import launch`: the repository's own launch/ folder would satisfy that.
@@ -67,6 +72,60 @@ class TestLaunchFileText(unittest.TestCase):
         self.assertTrue((ROOT / "config" / "profiler.yaml").is_file())
 
 
+class _Config:
+    """Stand-in of launch.substitutions.LaunchConfiguration: perform() reads the test's argument values."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self, context: dict[str, str]) -> str:
+        return context[self.name]
+
+
+class _Action:
+    """Stand-in of a launch action: keeps its arguments."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+def _run_launch_file(monkeypatch: pytest.MonkeyPatch, **arguments: str) -> dict:
+    """Run the launch file's OpaqueFunction with stand-ins of launch / launch_ros and return the node's kwargs."""
+    fakes = {
+        "ament_index_python.packages": {"get_package_share_directory": lambda package: str(ROOT)},
+        "launch": {"LaunchDescription": lambda actions: actions},
+        "launch.actions": {"DeclareLaunchArgument": _Action, "OpaqueFunction": _Action},
+        "launch.substitutions": {"LaunchConfiguration": _Config},
+        "launch_ros.actions": {"LifecycleNode": _Action},
+    }
+    for name, attrs in fakes.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    actions = runpy.run_path(str(LAUNCH_FILE))["generate_launch_description"]()
+    defaults = {a.args[0]: a.kwargs["default_value"] for a in actions if a.args}
+    (opaque,) = [a for a in actions if "function" in a.kwargs]
+    (node,) = opaque.kwargs["function"](defaults | arguments)
+    return node.kwargs
+
+
+def test_launch_arguments_reach_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    node = _run_launch_file(monkeypatch, image="/front/image_raw", namespace="front", model="tiny",
+                            autostart="false", debug_image="True")
+    params_file, overrides = node["parameters"]
+    assert params_file == str(ROOT / "config" / "profiler.yaml")
+    assert overrides == {"model": "tiny", "autostart": False, "debug_image": True}
+    assert node["namespace"] == "front" and node["executable"] == "profiler_node"
+    assert dict(node["remappings"]) == {"image": "/front/image_raw", "image/compressed": "/front/image_raw/compressed"}
+
+
+def test_launch_defaults_leave_the_params_file_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _run_launch_file(monkeypatch)["parameters"][1] == {}
+
+
+def test_launch_rejects_a_bad_boolean(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="autostart:='ture'"):
+        _run_launch_file(monkeypatch, autostart="ture")
+
+
 if HAVE_LAUNCH_TESTING:
     import launch_testing.actions
     import launch_testing.asserts
@@ -77,6 +136,14 @@ if HAVE_LAUNCH_TESTING:
 
     NAMESPACE = "launch_test"
 
+    @pytest.fixture
+    def needs_launch_testing_plugin(request: pytest.FixtureRequest) -> None:
+        """Without the plugin pytest would collect the TestCases below as plain tests (proc_info: TypeError).
+        Under the plugin the module is run by launch_testing itself and this fixture is not used."""
+        if not request.config.pluginmanager.hasplugin("launch_testing"):
+            pytest.skip("the launch_testing pytest plugin is not loaded (it needs pytest < 9); run "
+                        "`launch_test test/test_launch.py` or `colcon test --packages-select demoprof_ros`")
+
     @pytest.mark.launch_test
     def generate_test_description():
         profiler = IncludeLaunchDescription(
@@ -86,6 +153,7 @@ if HAVE_LAUNCH_TESTING:
                       arguments=[str(PHOTO), "--rate", "2", "--topic", f"/{NAMESPACE}/camera", "--wait", "120"])
         return LaunchDescription([profiler, source, launch_testing.actions.ReadyToTest()])
 
+    @pytest.mark.usefixtures("needs_launch_testing_plugin")
     class TestProfilesArrive(unittest.TestCase):
         def test_user_profile_json(self) -> None:
             import rclpy
@@ -109,6 +177,7 @@ if HAVE_LAUNCH_TESTING:
             self.assertEqual(with_faces[0]["model"][:4], "tiny")
             self.assertEqual(with_faces[0]["header"]["frame_id"], "camera")
 
+    @pytest.mark.usefixtures("needs_launch_testing_plugin")
     @launch_testing.post_shutdown_test()
     class TestCleanExit(unittest.TestCase):
         def test_exit_codes(self, proc_info) -> None:
