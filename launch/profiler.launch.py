@@ -62,7 +62,7 @@ def generate_launch_description():
         DeclareLaunchArgument("debug_image", default_value="",
                               description="true | false: publish ~/debug_image (default: as in the params file)"),
         DeclareLaunchArgument("autostart", default_value="",
-                              description="true | false: configure and activate at start; false waits for "
-                                          "`ros2 lifecycle set` or a lifecycle manager (default: as in the params file)"),
+                              description="true | false: configure and activate at start; false waits for `ros2 "
+                                          "lifecycle set` or a lifecycle manager (default: as in the params file)"),
         OpaqueFunction(function=_profiler),
     ])

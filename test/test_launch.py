@@ -141,8 +141,8 @@ if HAVE_LAUNCH_TESTING:
         """Without the plugin pytest would collect the TestCases below as plain tests (proc_info: TypeError).
         Under the plugin the module is run by launch_testing itself and this fixture is not used."""
         if not request.config.pluginmanager.hasplugin("launch_testing"):
-            pytest.skip("the launch_testing pytest plugin is not loaded (it needs pytest < 9); run "
-                        "`launch_test test/test_launch.py` or `colcon test --packages-select demoprof_ros`")
+            pytest.skip("the launch_testing pytest plugin is not loaded (disabled, or pytest >= 9: it cannot load); "
+                        "run `launch_test test/test_launch.py` or `colcon test --packages-select demoprof_ros`")
 
     @pytest.mark.launch_test
     def generate_test_description():

@@ -21,7 +21,8 @@ START_TIMEOUT = 90.0
 
 @pytest.mark.parametrize("on_path, expected", [
     (True, "run `demoprof models fetch farl` (or `demoprof-train --help`)"),
-    (False, "run `ros2 run demoprof_ros demoprof models fetch farl` (or `ros2 run demoprof_ros demoprof-train --help`)"),
+    (False, "run `ros2 run demoprof_ros demoprof models fetch farl` "
+            "(or `ros2 run demoprof_ros demoprof-train --help`)"),
 ])
 def test_hints_name_the_command_that_works_here(monkeypatch, tmp_path, on_path: bool, expected: str) -> None:
     import shutil

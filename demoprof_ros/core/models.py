@@ -103,12 +103,15 @@ class Checkpoint:
 # --- configuration --------------------------------------------------------------------------------------
 
 def default_models_dir() -> Path:
-    """$DEMOPROF_MODELS, else the checkout's models/ (source tree / editable install), else ~/.cache."""
+    """$DEMOPROF_MODELS, else the checkout's models/ (source tree / editable install), else ~/.cache.
+
+    A colcon workspace always gets ~/.cache/demoprof/models, plain or --symlink-install: the latter runs the
+    package from build/<pkg>, whose setup.py is a symlink into the sources (not resolved here on purpose)."""
     env = os.environ.get("DEMOPROF_MODELS")
     if env:
         return Path(env).expanduser()
-    root = Path(__file__).resolve().parents[2]
-    if (root / "models").is_dir() and ((root / "setup.py").is_file() or (root / "package.xml").is_file()):
+    root = Path(__file__).parents[2]
+    if (root / "models").is_dir() and (root / "setup.py").is_file() and not (root / "setup.py").is_symlink():
         return root / "models"
     return Path.home() / ".cache" / "demoprof" / "models"
 

@@ -1,4 +1,4 @@
-# Copied unchanged from ../shared/tools/ros_wheels/ros_wheels_compat.cmake (the project's notes on building
+# Copied from ../shared/tools/ros_wheels/ros_wheels_compat.cmake (only these two lines added; notes on building
 # interface packages against the PyPI ROS 2 wheels) so that a clean clone builds test/ros_interfaces alone.
 # Workarounds for building ROS interface packages against the PyPI ROS 2 wheels (ros-python-wheels).
 # Usable as include() from a CMakeLists.txt or, for unmodified third-party packages,
