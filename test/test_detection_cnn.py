@@ -159,8 +159,8 @@ def hide(monkeypatch):
     return hide_
 
 
-def test_chain_falls_back_when_the_wheels_are_missing(hide, caplog):
-    caplog.set_level(logging.INFO, logger="demoprof_ros.core.detection")
+def test_chain_falls_back_when_the_wheels_are_missing(hide, capture_log):
+    caplog = capture_log("demoprof_ros.core.detection", logging.INFO)
     hide("facenet_pytorch")
     assert build_detector(("mtcnn", "blazeface", "haar")).name == ("haar" if WHEELS else "blazeface")
     assert "face detector mtcnn unavailable: facenet-pytorch is not installed" in caplog.text
