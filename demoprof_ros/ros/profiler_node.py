@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import math
 import sys
 import threading
 import time
@@ -34,8 +34,11 @@ from ..core.annotate import draw_profiles
 from ..core.images import ImageError
 from ..core.profiler import ConfigError, Profiler
 from ..core.results import FaceProfile
-from .image_conversion import ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr
 from ..core.tracking import FaceTracker
+from .image_conversion import (
+    ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr, wire_text,
+)
+from .node_logging import KeyedThrottle, RclpyLogHandler, SafeLogger
 from .params import NodeSettings, declare_parameters, read_settings, unknown_parameters
 
 SCHEMA_ID = "demoprof_ros/user_profile"
@@ -79,25 +82,6 @@ class FrameMailbox:
             self._closed = False
 
 
-class KeyedThrottle:
-    """Log each kind of fault at most once per period (rclpy throttles per call site, hiding other kinds)."""
-
-    def __init__(self, period_s: float = 5.0) -> None:
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def check(self, message: str) -> tuple[bool, int]:
-        """(log it now?, how many of this kind were suppressed since it was last logged)."""
-        key = re.sub(r"\d+", "N", message)
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) >= self.period_s:
-            self._last[key] = now
-            return True, self._suppressed.pop(key, 0)
-        self._suppressed[key] = self._suppressed.get(key, 0) + 1
-        return False, 0
-
-
 @dataclass
 class _Counters:
     received: int = 0
@@ -107,6 +91,7 @@ class _Counters:
     latency_sum_ms: float = 0.0
     latency_max_ms: float = 0.0
     last_received: float = 0.0  # monotonic
+    last_done: float = 0.0      # monotonic: the worker last finished a frame (processed, bad or failed)
 
 
 def build_profile_dict(stamp: tuple[int, int], frame_id: str, image_size: tuple[int, int],
@@ -127,28 +112,6 @@ def build_profile_dict(stamp: tuple[int, int], frame_id: str, image_size: tuple[
         "frames_processed": int(frames_processed),
         "faces": [p.to_dict() for p in profiles],
     }
-
-
-class _RclpyLogHandler(logging.Handler):
-    """Sends the core's `logging` records (model and detector choices, warnings) to the node's ROS logger."""
-
-    def __init__(self, ros_logger: Any) -> None:
-        super().__init__()
-        self.ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-            if record.levelno >= logging.ERROR:
-                self.ros_logger.error(text)
-            elif record.levelno >= logging.WARNING:
-                self.ros_logger.warning(text)
-            elif record.levelno >= logging.INFO:
-                self.ros_logger.info(text)
-            else:
-                self.ros_logger.debug(text)
-        except Exception:  # a log line must never take the node down
-            self.handleError(record)
 
 
 class _HriOutput:
@@ -198,17 +161,18 @@ class ProfilerNode(LifecycleNode):
         self._counters = _Counters()
         self._lock = threading.Lock()
         self._throttle = KeyedThrottle()
+        self._log = SafeLogger(self.get_logger())
         self._image_subs: dict[str, Any] = {}  # kind ("raw" / "compressed") -> subscription
         self._choose_transport = False
         self._profile_pub: Any = None
         self._debug_pub: Any = None
         self._diag_pub: Any = None
         self._diag_timer: Any = None
-        self._diag_last = (time.monotonic(), 0, 0.0, 0)  # time, processed, latency sum, errors at last report
+        self._diag_last = _DiagMark(time.monotonic())
         self._hri: _HriOutput | None = None
         # The core logs through `logging`; in the node its records go to the ROS log only (not twice when a
         # library has configured the root logger).
-        self._log_handler = _RclpyLogHandler(self.get_logger())
+        self._log_handler = RclpyLogHandler(self._log)
         core_log = logging.getLogger("demoprof_ros")
         self._core_log_state = (core_log.level, core_log.propagate)
         core_log.addHandler(self._log_handler)
@@ -218,7 +182,7 @@ class ProfilerNode(LifecycleNode):
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        log = self.get_logger()
+        log = self._log
         self.configure_error, self.configure_exit_code = None, 0
         overrides = getattr(self, "_parameter_overrides", {}) or {}
         for name in unknown_parameters(overrides):
@@ -250,7 +214,7 @@ class ProfilerNode(LifecycleNode):
 
     def _configure_failed(self, message: str, exit_code: int) -> TransitionCallbackReturn:
         self.configure_error, self.configure_exit_code = message, exit_code
-        self.get_logger().error(f"configure failed: {message}")
+        self._log.error(f"configure failed: {message}")
         return TransitionCallbackReturn.FAILURE
 
     def _make_hri(self, settings: NodeSettings) -> _HriOutput | None:
@@ -259,7 +223,7 @@ class ProfilerNode(LifecycleNode):
         try:
             from hri_msgs.msg import IdsList, SoftBiometrics
         except ImportError:
-            self.get_logger().info("hri_msgs is not installed: ROS4HRI output (/humans/faces/...) is off")
+            self._log.info("hri_msgs is not installed: ROS4HRI output (/humans/faces/...) is off")
             return None
         return _HriOutput(self, IdsList, SoftBiometrics)
 
@@ -271,7 +235,7 @@ class ProfilerNode(LifecycleNode):
                          durability=DurabilityPolicy.VOLATILE)
         # Counts and tracks start afresh with each activation (the schema's "since activation").
         with self._lock:
-            self._counters = _Counters()
+            self._counters = _Counters(last_done=time.monotonic())
         self._mailbox = FrameMailbox()
         self.tracker.reset()
         self._start_worker()
@@ -284,10 +248,10 @@ class ProfilerNode(LifecycleNode):
             self._image_subs["compressed"] = self.create_subscription(
                 CompressedImage, "image/compressed", lambda m: self._enqueue(m, "compressed"), qos)
         self._choose_transport = transport == "auto"
-        self._diag_last = (time.monotonic(), 0, 0.0, 0)
+        self._diag_last = _DiagMark(time.monotonic())
         self._diag_timer = self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
         topics = ", ".join(s.topic_name for s in self._image_subs.values())
-        self.get_logger().info(f"active: profiling {topics} ({self.settings.reliability}) -> "
+        self._log.info(f"active: profiling {topics} ({self.settings.reliability}) -> "
                                f"{self._profile_pub.topic_name}")
         return super().on_activate(state)
 
@@ -353,7 +317,7 @@ class ProfilerNode(LifecycleNode):
             sub = self._image_subs.pop(other)
             dropped_topic = sub.topic_name
             self.destroy_subscription(sub)
-            self.get_logger().info(f"receiving {kind} frames on {self._image_subs[kind].topic_name}; "
+            self._log.info(f"receiving {kind} frames on {self._image_subs[kind].topic_name}; "
                                    f"unsubscribed from {dropped_topic} (transport 'auto')")
 
     def _start_worker(self) -> None:
@@ -371,9 +335,10 @@ class ProfilerNode(LifecycleNode):
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
             if worker.is_alive():
-                self.get_logger().error(f"inference thread did not stop within {timeout:.0f} s")
+                self._log.error(f"inference thread did not stop within {timeout:.0f} s")
 
     def _work(self) -> None:
+        """The inference thread: nothing a frame does may end it (each failure is logged and counted)."""
         assert self.settings is not None
         period = 1.0 / self.settings.max_rate if self.settings.max_rate > 0 else 0.0
         while not self._stop.is_set():
@@ -384,66 +349,85 @@ class ProfilerNode(LifecycleNode):
             try:
                 self._process(*item)
             except Exception as exc:  # a bug or a model fault on one frame must not end the thread
-                with self._lock:
-                    self._counters.errors += 1
-                self._log_throttled("error", f"profiling a frame failed: {type(exc).__name__}: {exc}")
+                self._count("errors")
+                self._log_throttled("error", f"error:{type(exc).__name__}",
+                                    f"profiling a frame failed: {type(exc).__name__}: {wire_text(exc, 300)}")
             if period:
                 self._stop.wait(max(0.0, started + period - time.monotonic()))
 
+    def _count(self, counter: str) -> None:
+        with self._lock:
+            setattr(self._counters, counter, getattr(self._counters, counter) + 1)
+            self._counters.last_done = time.monotonic()
+
     def _process(self, msg: Any, kind: str, received: float) -> None:
         started = time.monotonic()
+        limit = self.settings.max_image_pixels
+        topic = "image/compressed" if kind == "compressed" else "image"
         try:
-            image = compressed_to_bgr(msg) if kind == "compressed" else image_to_bgr(msg)
+            image = compressed_to_bgr(msg, limit) if kind == "compressed" else image_to_bgr(msg, limit)
             faces = self.profiler(image)
         except (ImageConversionError, ImageError) as exc:
-            with self._lock:
-                self._counters.bad_frames += 1
-            topic = "image/compressed" if kind == "compressed" else "image"
-            self._log_throttled("warning", f"skipped a bad frame on '{topic}' (frame_id "
-                                           f"'{msg.header.frame_id}'): {exc}")
+            self._count("bad_frames")
+            fault = getattr(exc, "kind", "image")
+            self._log_throttled("warning", f"bad:{topic}:{fault}", f"skipped a bad frame on '{topic}' (frame_id "
+                                f"'{wire_text(msg.header.frame_id)}'): {wire_text(exc, 300)}")
             return
         profiles = self.tracker.update(faces)
         done = time.monotonic()
         with self._lock:
-            self._counters.processed += 1
-            latency_ms = (done - received) * 1000.0
-            self._counters.latency_sum_ms += latency_ms
-            self._counters.latency_max_ms = max(self._counters.latency_max_ms, latency_ms)
-            processed = self._counters.processed
+            processed = self._counters.processed + 1
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        latency_ms = (done - received) * 1000.0
         payload = build_profile_dict(stamp, msg.header.frame_id, (image.shape[1], image.shape[0]), profiles,
                                      self.profiler.model_name, self.profiler.detector_name, latency_ms,
                                      (done - started) * 1000.0, self._mailbox.dropped, processed)
-        self._profile_pub.publish(String(data=json.dumps(payload)))
+        try:
+            text = json.dumps(payload, allow_nan=False)
+        except ValueError:  # NaN / inf from the model: not JSON, and its labels are not to be trusted
+            self._count("errors")
+            self._log_throttled("error", "non_finite", f"the model gave NaN or infinite values on frame_id "
+                                f"'{wire_text(msg.header.frame_id)}'; profile not published")
+            return
+        with self._lock:
+            self._counters.processed += 1
+            self._counters.latency_sum_ms += latency_ms
+            self._counters.latency_max_ms = max(self._counters.latency_max_ms, latency_ms)
+            self._counters.last_done = done
+        self._profile_pub.publish(String(data=text))
         if self._debug_pub is not None:
             self._debug_pub.publish(Image(header=msg.header, **bgr_to_image_fields(draw_profiles(image, profiles))))
         if self._hri is not None:
             self._hri.publish(msg.header, profiles, self.tracker.track_ids)
 
-    def _log_throttled(self, level: str, message: str) -> None:
-        show, suppressed = self._throttle.check(message)
+    def _log_throttled(self, level: str, kind: str, message: str) -> None:
+        """Log `message` unless `kind` (a fixed category, never wire text) was logged within the period."""
+        show, suppressed = self._throttle.check(kind)
         if show:
             more = f" ({suppressed} more like it since the last report)" if suppressed else ""
-            getattr(self.get_logger(), level)(message + more)
+            self._log.log(level, message + more)
 
     # --- diagnostics ---------------------------------------------------------------------------------------
 
     def diagnostics_values(self) -> dict[str, str]:
-        """Counters since activation, plus rate, mean latency and new errors since the previous call."""
+        """Counters since activation, plus rate, mean latency and what changed since the previous call."""
         now = time.monotonic()
+        worker = self._worker
         with self._lock:
-            c = self._counters
-            last_t, last_n, last_sum, last_errors = self._diag_last
-            window_n, window_sum = c.processed - last_n, c.latency_sum_ms - last_sum
-            self._diag_last = (now, c.processed, c.latency_sum_ms, c.errors)
+            c, last = self._counters, self._diag_last
+            window_n, window_sum = c.processed - last.processed, c.latency_sum_ms - last.latency_sum
+            self._diag_last = _DiagMark(now, c.received, c.processed, c.latency_sum_ms, c.errors, c.bad_frames)
             values = {
                 "frames_received": c.received, "frames_processed": c.processed,
                 "frames_dropped": self._mailbox.dropped, "bad_frames": c.bad_frames, "errors": c.errors,
-                "rate_hz": round(window_n / max(now - last_t, 1e-6), 2),
+                "rate_hz": round(window_n / max(now - last.time, 1e-6), 2),
                 "latency_ms": round(window_sum / window_n, 1) if window_n else 0.0,
                 "latency_max_ms": round(c.latency_max_ms, 1),
                 "seconds_since_last_frame": round(now - c.last_received, 1) if c.received else -1,
-                "new_errors": c.errors - last_errors,
+                "seconds_since_last_done": round(now - c.last_done, 1),
+                "new_frames": c.received - last.received, "new_processed": window_n,
+                "new_errors": c.errors - last.errors, "new_bad_frames": c.bad_frames - last.bad_frames,
+                "worker_alive": worker is not None and worker.is_alive(),
             }
         if self.profiler is not None:
             values.update(model=self.profiler.model_name, detector=self.profiler.detector_name)
@@ -452,16 +436,42 @@ class ProfilerNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: profiler", hardware_id="demoprof_ros")
-        since = float(values["seconds_since_last_frame"])
-        if int(values["new_errors"]):
-            status.level = DiagnosticStatus.ERROR
-            status.message = f"{values['new_errors']} frame(s) failed; see the log"
-        elif since < 0 or since > 5.0:
-            status.level, status.message = DiagnosticStatus.WARN, "no images received recently"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, f"profiling at {values['rate_hz']} Hz"
+        status.level, status.message = diagnostic_status(values, stall_s=max(10.0, 5 * self.settings.diagnostics_period))
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self._diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+
+@dataclass
+class _DiagMark:
+    """The counters at the previous /diagnostics report."""
+
+    time: float
+    received: int = 0
+    processed: int = 0
+    latency_sum: float = 0.0
+    errors: int = 0
+    bad_frames: int = 0
+
+
+def diagnostic_status(values: dict[str, str], stall_s: float = 10.0) -> tuple[bytes, str]:
+    """(DiagnosticStatus level, message) from diagnostics_values(): ERROR or STALE whenever frames arrive
+    and none come out, whatever the reason (thread gone, every frame bad or failing, worker stuck)."""
+    new_frames, new_processed = int(values["new_frames"]), int(values["new_processed"])
+    new_errors, new_bad = int(values["new_errors"]), int(values["new_bad_frames"])
+    since_frame, since_done = float(values["seconds_since_last_frame"]), float(values["seconds_since_last_done"])
+    if values["worker_alive"] != "True":
+        return DiagnosticStatus.ERROR, "the inference thread is not running: frames are not profiled"
+    if new_errors:
+        return DiagnosticStatus.ERROR, f"{new_errors} frame(s) failed; see the log"
+    if new_frames and not new_processed and new_bad:
+        return DiagnosticStatus.ERROR, f"no usable frame: {new_bad} bad frame(s) since the last report; see the log"
+    if new_frames and not new_processed and since_done > stall_s:
+        return DiagnosticStatus.STALE, f"frames arrive but none was processed for {since_done:.0f} s"
+    if since_frame < 0 or since_frame > 5.0:
+        return DiagnosticStatus.WARN, "no images received recently"
+    if new_bad:
+        return DiagnosticStatus.WARN, f"profiling at {values['rate_hz']} Hz; {new_bad} bad frame(s) skipped"
+    return DiagnosticStatus.OK, f"profiling at {values['rate_hz']} Hz"
 
 
 def main(args: list[str] | None = None) -> int:
