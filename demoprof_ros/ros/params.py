@@ -65,6 +65,7 @@ _NODE_PARAMS: dict[str, tuple[Any, str]] = {
 }
 #: Parameters naming a file or folder: a bare "~" there is a YAML null, not the home directory.
 _PATH_PARAMS = ("model", "models_dir", "prompts_file", "scrfd_path", "yunet_path")
+_MODEL_EXPECTED = "'auto', 'farl', 'clip', 'tiny', a checkpoint file or a fine-tuned folder"
 #: Parameters rclpy or ROS tools may set on any node; not ours, not an error.
 _FOREIGN = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 
@@ -159,12 +160,11 @@ def _check_paths(values: dict[str, Any]) -> None:
     """Path parameters are checked before any model loads: a YAML null is refused, the prompts file parsed."""
     for name in _PATH_PARAMS:
         if values[name].strip() in ("~", "null", "None"):
+            expected = _MODEL_EXPECTED if name == "model" else "a path, or '' for the default"
             raise ConfigError(f"parameter {name}: got {values[name]!r}, which is how a YAML null (~) arrives; "
-                              f"expected a path{' or a model name' if name == 'model' else ''}, or '' for the "
-                              f"default{' (auto)' if name == 'model' else ''}")
+                              f"expected {expected}")
     if values["model"].strip() == "":
-        raise ConfigError("parameter model: empty; expected 'auto', 'farl', 'clip', 'tiny', a checkpoint file or a "
-                          "fine-tuned folder")
+        raise ConfigError(f"parameter model: empty; expected {_MODEL_EXPECTED}")
     prompts_file = values["prompts_file"]
     if prompts_file:
         path = Path(prompts_file).expanduser()

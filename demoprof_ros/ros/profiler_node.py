@@ -12,14 +12,14 @@ Topics (relative names, so a namespace separates several cameras):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
+import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -35,9 +35,11 @@ from ..core.images import ImageError
 from ..core.profiler import ConfigError, Profiler
 from ..core.results import FaceProfile
 from ..core.tracking import FaceTracker
+from .diagnostics import Counters, DiagMark, diagnostic_status, snapshot
 from .image_conversion import (
     ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr, wire_text,
 )
+from .mailbox import FrameMailbox
 from .node_logging import KeyedThrottle, RclpyLogHandler, SafeLogger
 from .params import NodeSettings, declare_parameters, read_settings, unknown_parameters
 
@@ -45,53 +47,6 @@ SCHEMA_ID = "demoprof_ros/user_profile"
 SCHEMA_VERSION = 1
 EXIT_CONFIG = 2  # a parameter the user can fix
 EXIT_RUNTIME = 1  # the model or detector could not be loaded
-
-
-class FrameMailbox:
-    """One slot between the subscriptions and the worker: a new frame replaces an unprocessed one."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float | None = None) -> Any:
-        """The newest item, or None after `timeout` seconds or once closed."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
-
-    def reopen(self) -> None:
-        with self._cond:
-            self._closed = False
-
-
-@dataclass
-class _Counters:
-    received: int = 0
-    processed: int = 0
-    bad_frames: int = 0
-    errors: int = 0
-    latency_sum_ms: float = 0.0
-    latency_max_ms: float = 0.0
-    last_received: float = 0.0  # monotonic
-    last_done: float = 0.0      # monotonic: the worker last finished a frame (processed, bad or failed)
 
 
 def build_profile_dict(stamp: tuple[int, int], frame_id: str, image_size: tuple[int, int],
@@ -158,7 +113,7 @@ class ProfilerNode(LifecycleNode):
         self._mailbox = FrameMailbox()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._counters = _Counters()
+        self._counters = Counters()
         self._lock = threading.Lock()
         self._throttle = KeyedThrottle()
         self._log = SafeLogger(self.get_logger())
@@ -168,7 +123,7 @@ class ProfilerNode(LifecycleNode):
         self._debug_pub: Any = None
         self._diag_pub: Any = None
         self._diag_timer: Any = None
-        self._diag_last = _DiagMark(time.monotonic())
+        self._diag_last = DiagMark(time.monotonic())
         self._hri: _HriOutput | None = None
         # The core logs through `logging`; in the node its records go to the ROS log only (not twice when a
         # library has configured the root logger).
@@ -199,7 +154,11 @@ class ProfilerNode(LifecycleNode):
         except ConfigError as exc:
             return self._configure_failed(f"invalid parameters: {exc}", EXIT_CONFIG)
         except Exception as exc:  # model / detector files missing or unreadable: say what, stay unconfigured
+            if not self.context.ok():
+                return self._configure_interrupted()
             return self._configure_failed(f"could not load the profiler: {type(exc).__name__}: {exc}", EXIT_RUNTIME)
+        if not self.context.ok():  # Ctrl-C / SIGTERM arrived while the model loaded
+            return self._configure_interrupted()
         self.settings, self.profiler = settings, profiler
         self.tracker = FaceTracker(settings.tracking)
         self._profile_pub = self.create_lifecycle_publisher(String, "user_profile", 10)
@@ -215,6 +174,11 @@ class ProfilerNode(LifecycleNode):
     def _configure_failed(self, message: str, exit_code: int) -> TransitionCallbackReturn:
         self.configure_error, self.configure_exit_code = message, exit_code
         self._log.error(f"configure failed: {message}")
+        return TransitionCallbackReturn.FAILURE
+
+    def _configure_interrupted(self) -> TransitionCallbackReturn:
+        self.configure_error, self.configure_exit_code = "interrupted by a shutdown request", 0
+        self._log.info("shutdown requested while configuring: stopping")
         return TransitionCallbackReturn.FAILURE
 
     def _make_hri(self, settings: NodeSettings) -> _HriOutput | None:
@@ -235,7 +199,7 @@ class ProfilerNode(LifecycleNode):
                          durability=DurabilityPolicy.VOLATILE)
         # Counts and tracks start afresh with each activation (the schema's "since activation").
         with self._lock:
-            self._counters = _Counters(last_done=time.monotonic())
+            self._counters = Counters(last_done=time.monotonic())
         self._mailbox = FrameMailbox()
         self.tracker.reset()
         self._start_worker()
@@ -248,7 +212,7 @@ class ProfilerNode(LifecycleNode):
             self._image_subs["compressed"] = self.create_subscription(
                 CompressedImage, "image/compressed", lambda m: self._enqueue(m, "compressed"), qos)
         self._choose_transport = transport == "auto"
-        self._diag_last = _DiagMark(time.monotonic())
+        self._diag_last = DiagMark(time.monotonic())
         self._diag_timer = self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
         topics = ", ".join(s.topic_name for s in self._image_subs.values())
         self._log.info(f"active: profiling {topics} ({self.settings.reliability}) -> "
@@ -411,27 +375,13 @@ class ProfilerNode(LifecycleNode):
 
     def diagnostics_values(self) -> dict[str, str]:
         """Counters since activation, plus rate, mean latency and what changed since the previous call."""
-        now = time.monotonic()
         worker = self._worker
         with self._lock:
-            c, last = self._counters, self._diag_last
-            window_n, window_sum = c.processed - last.processed, c.latency_sum_ms - last.latency_sum
-            self._diag_last = _DiagMark(now, c.received, c.processed, c.latency_sum_ms, c.errors, c.bad_frames)
-            values = {
-                "frames_received": c.received, "frames_processed": c.processed,
-                "frames_dropped": self._mailbox.dropped, "bad_frames": c.bad_frames, "errors": c.errors,
-                "rate_hz": round(window_n / max(now - last.time, 1e-6), 2),
-                "latency_ms": round(window_sum / window_n, 1) if window_n else 0.0,
-                "latency_max_ms": round(c.latency_max_ms, 1),
-                "seconds_since_last_frame": round(now - c.last_received, 1) if c.received else -1,
-                "seconds_since_last_done": round(now - c.last_done, 1),
-                "new_frames": c.received - last.received, "new_processed": window_n,
-                "new_errors": c.errors - last.errors, "new_bad_frames": c.bad_frames - last.bad_frames,
-                "worker_alive": worker is not None and worker.is_alive(),
-            }
+            values, self._diag_last = snapshot(self._counters, self._diag_last, self._mailbox.dropped,
+                                               worker is not None and worker.is_alive())
         if self.profiler is not None:
             values.update(model=self.profiler.model_name, detector=self.profiler.detector_name)
-        return {k: str(v) for k, v in values.items()}
+        return values
 
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
@@ -441,60 +391,110 @@ class ProfilerNode(LifecycleNode):
         self._diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
 
-@dataclass
-class _DiagMark:
-    """The counters at the previous /diagnostics report."""
+USAGE = """usage: profiler_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] [-r __ns:=/NS] ...]
 
-    time: float
-    received: int = 0
-    processed: int = 0
-    latency_sum: float = 0.0
-    errors: int = 0
-    bad_frames: int = 0
+Profiles the faces in camera frames (image, image/compressed) and publishes user_profile (JSON).
+Exit status: 0 after Ctrl-C / SIGTERM, 2 for bad parameters or arguments, 1 if the model or detector
+could not be loaded. Parameters (see config/profiler.yaml):
+"""
 
 
-def diagnostic_status(values: dict[str, str], stall_s: float = 10.0) -> tuple[bytes, str]:
-    """(DiagnosticStatus level, message) from diagnostics_values(): ERROR or STALE whenever frames arrive
-    and none come out, whatever the reason (thread gone, every frame bad or failing, worker stuck)."""
-    new_frames, new_processed = int(values["new_frames"]), int(values["new_processed"])
-    new_errors, new_bad = int(values["new_errors"]), int(values["new_bad_frames"])
-    since_frame, since_done = float(values["seconds_since_last_frame"]), float(values["seconds_since_last_done"])
-    if values["worker_alive"] != "True":
-        return DiagnosticStatus.ERROR, "the inference thread is not running: frames are not profiled"
-    if new_errors:
-        return DiagnosticStatus.ERROR, f"{new_errors} frame(s) failed; see the log"
-    if new_frames and not new_processed and new_bad:
-        return DiagnosticStatus.ERROR, f"no usable frame: {new_bad} bad frame(s) since the last report; see the log"
-    if new_frames and not new_processed and since_done > stall_s:
-        return DiagnosticStatus.STALE, f"frames arrive but none was processed for {since_done:.0f} s"
-    if since_frame < 0 or since_frame > 5.0:
-        return DiagnosticStatus.WARN, "no images received recently"
-    if new_bad:
-        return DiagnosticStatus.WARN, f"profiling at {values['rate_hz']} Hz; {new_bad} bad frame(s) skipped"
-    return DiagnosticStatus.OK, f"profiling at {values['rate_hz']} Hz"
+def _usage() -> str:
+    from .params import parameter_table
+
+    rows = [f"  {name} (default {default!r}): {doc}" for name, (default, doc) in parameter_table().items()]
+    return USAGE + "\n".join(rows)
+
+
+def _ignore_signals() -> None:
+    """Once stopping, further Ctrl-C / SIGTERM must not cut the cleanup short (it would leave Fast DDS
+    shared-memory files in /dev/shm)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread (tests run main() in-process)
+            pass
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """Ctrl-C / SIGTERM while configuring are only noted (the list), then acted on once configure returns.
+
+    rclpy's own handler would shut the context down under the loading model, and configure would then fail
+    with a burst of errors from every publisher it creates; a deferred stop exits cleanly instead.
+    """
+    from rclpy.signals import (
+        SignalHandlerOptions, get_current_signal_handlers_options, install_signal_handlers,
+        uninstall_signal_handlers,
+    )
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    options = get_current_signal_handlers_options()
+    uninstall_signal_handlers()
+    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if options != SignalHandlerOptions.NO:
+            install_signal_handlers(options)
 
 
 def main(args: list[str] | None = None) -> int:
     """`profiler_node [--ros-args ...]`: exit 0 on Ctrl-C / SIGTERM, 2 on bad parameters, 1 if loading failed."""
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in own or "--help" in own:
+        print(_usage())
+        return 0
+    try:
+        ros = rclpy.init(args=args)
+    except Exception as exc:  # rclpy's RCLError: an unparsable params file, bad --ros-args syntax
+        print(f"profiler_node: cannot start: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n"
+              f"(run `profiler_node --help` for the arguments)", file=sys.stderr)
+        return EXIT_CONFIG
     code = 0
     try:
-        with rclpy.init(args=args):
+        with ros:
             node = ProfilerNode()
             try:
-                executor = SingleThreadedExecutor()
-                executor.add_node(node)
-                if node.get_parameter("autostart").value is True:
-                    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                        return node.configure_exit_code or EXIT_RUNTIME  # the reason is in the log
-                    if rclpy.ok():
-                        node.trigger_activate()
-                executor.spin()
+                code = _run(node)
             finally:
+                _ignore_signals()
                 node.stop_worker()
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        _ignore_signals()
     return code
+
+
+def _run(node: ProfilerNode) -> int:
+    """Autostart (when asked) and spin until shutdown; the exit code."""
+    from .params import check_autostart
+
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        autostart = check_autostart(node.get_parameter("autostart").value)
+    except ConfigError as exc:
+        node._log.error(f"invalid parameters: {exc}")
+        return EXIT_CONFIG
+    if autostart:
+        with _signals_deferred() as stop:
+            result = node.trigger_configure()
+        if stop or not node.context.ok():  # Ctrl-C / SIGTERM while configuring: a requested stop
+            node._log.info(f"stopping: {signal.Signals(stop[0]).name if stop else 'shutdown'} while configuring")
+            return 0
+        if result != TransitionCallbackReturn.SUCCESS:
+            return node.configure_exit_code or EXIT_RUNTIME  # the reason is in the log
+        node.trigger_activate()
+    executor.spin()
+    return 0
 
 
 if __name__ == "__main__":
