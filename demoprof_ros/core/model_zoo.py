@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import models
 from .checkpoints import OPENAI_CLIP_SHA256, sha256_file
+from .model_meta import fix_for
 from .models import ModelLoadError
 
 MANIFEST = "manifest.json"
@@ -143,7 +144,7 @@ def convert(source: str | Path, kind: str, models_dir: str | Path | None = None,
         raise ModelLoadError(
             f"{source}: a {ckpt.arch} model ({size / 1e6:.1f} M parameters), not {ASSETS[kind].title} "
             f"({' or '.join(KIND_ARCHS[kind])}); nothing was installed; expected the {models.ORIGINAL_FILES[kind]} "
-            f"download. Fix: {models._fix(kind)}")
+            f"download. Fix: {fix_for(kind)}")
     if source_sha256 is None:
         source_sha256 = sha256_file(source)
         published = ASSETS[kind].sha256

@@ -57,7 +57,8 @@ def wire_text(value: Any, limit: int = 80) -> str:
 def image_to_bgr(msg: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """BGR uint8 (H, W, 3) copy of a sensor_msgs/Image (fields height, width, encoding, is_bigendian, step, data).
 
-    Frames over `max_pixels` are refused (the same limit as compressed ones). Row padding (`step` larger than a row) is dropped; 16-bit data is byte-swapped when its endianness differs
+    Frames over `max_pixels` are refused (the same limit as compressed ones). Row padding (`step` larger
+    than a row) is dropped; 16-bit data is byte-swapped when its endianness differs
     from this machine's and then reduced to 8 bits (images.to_bgr8).
     """
     height, width, step = int(msg.height), int(msg.width), int(msg.step)

@@ -386,7 +386,8 @@ class ProfilerNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: profiler", hardware_id="demoprof_ros")
-        status.level, status.message = diagnostic_status(values, stall_s=max(10.0, 5 * self.settings.diagnostics_period))
+        stall_s = max(10.0, 5 * self.settings.diagnostics_period)
+        status.level, status.message = diagnostic_status(values, stall_s=stall_s)
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self._diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
