@@ -12,14 +12,13 @@ Topics (relative names, so a namespace separates several cameras):
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
 import sys
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -41,6 +40,7 @@ from .image_conversion import (
 )
 from .mailbox import FrameMailbox
 from .node_logging import KeyedThrottle, RclpyLogHandler, SafeLogger
+from .node_signals import ignore_signals, signals_deferred
 from .params import NodeSettings, declare_parameters, read_settings, unknown_parameters
 
 SCHEMA_ID = "demoprof_ros/user_profile"
@@ -407,45 +407,6 @@ def _usage() -> str:
     return USAGE + "\n".join(rows)
 
 
-def _ignore_signals() -> None:
-    """Once stopping, further Ctrl-C / SIGTERM must not cut the cleanup short (it would leave Fast DDS
-    shared-memory files in /dev/shm)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(sig, signal.SIG_IGN)
-        except (ValueError, OSError):  # not the main thread (tests run main() in-process)
-            pass
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """Ctrl-C / SIGTERM while configuring are only noted (the list), then acted on once configure returns.
-
-    rclpy's own handler would shut the context down under the loading model, and configure would then fail
-    with a burst of errors from every publisher it creates; a deferred stop exits cleanly instead.
-    """
-    from rclpy.signals import (
-        SignalHandlerOptions, get_current_signal_handlers_options, install_signal_handlers,
-        uninstall_signal_handlers,
-    )
-
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    options = get_current_signal_handlers_options()
-    uninstall_signal_handlers()
-    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if options != SignalHandlerOptions.NO:
-            install_signal_handlers(options)
-
-
 def main(args: list[str] | None = None) -> int:
     """`profiler_node [--ros-args ...]`: exit 0 on Ctrl-C / SIGTERM, 2 on bad parameters, 1 if loading failed."""
     argv = sys.argv[1:] if args is None else list(args)
@@ -466,11 +427,11 @@ def main(args: list[str] | None = None) -> int:
             try:
                 code = _run(node)
             finally:
-                _ignore_signals()
+                ignore_signals()
                 node.stop_worker()
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
-        _ignore_signals()
+        ignore_signals()
     return code
 
 
@@ -486,7 +447,7 @@ def _run(node: ProfilerNode) -> int:
         node._log.error(f"invalid parameters: {exc}")
         return EXIT_CONFIG
     if autostart:
-        with _signals_deferred() as stop:
+        with signals_deferred() as stop:
             result = node.trigger_configure()
         if stop or not node.context.ok():  # Ctrl-C / SIGTERM while configuring: a requested stop
             node._log.info(f"stopping: {signal.Signals(stop[0]).name if stop else 'shutdown'} while configuring")
