@@ -174,3 +174,10 @@ def write_unsafe_pickle(path: Path, model) -> Path:
     """A checkpoint that also pickles a Python object (training args), as many training scripts do."""
     torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=1e-5, epochs=2)}, path)
     return Path(path)
+
+
+def trust_torchscript(monkeypatch, path: Path) -> Path:
+    """Let this TorchScript stand-in load without opt-in, as OpenAI's published file does (by its sha256)."""
+    from demoprof_ros.core import checkpoints
+    monkeypatch.setitem(checkpoints.TRUSTED_TORCHSCRIPT, checkpoints.sha256_file(Path(path)), "test stand-in")
+    return Path(path)

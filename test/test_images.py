@@ -7,7 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from demoprof_ros.core.images import MIN_SIDE, ImageError, MediaSet, iter_media, load_image, to_bgr8
+from demoprof_ros.core.images import (
+    MAX_PIXELS, MIN_SIDE, ImageError, MediaSet, check_declared_size, declared_size, iter_media, load_image, to_bgr8,
+)
+
+from helpers_hostile import jpeg_declaring, png_declaring
 
 OBAMA = Path(__file__).parent / "data" / "group_photos" / "obama_family_2011.jpg"
 
@@ -224,3 +228,53 @@ def test_unreadable_video_is_an_error_item(tmp_path):
 def test_frame_stride_is_checked(stride):
     with pytest.raises(ValueError, match="frame_stride"):
         MediaSet([OBAMA], frame_stride=stride)
+
+
+# --- hostile files: limits checked before decoding or reading ----------------------------------------------
+
+BOMBS = {
+    "png_40000x40000_65_bytes": lambda: png_declaring(40000, 40000, rows=0),
+    "png_30000x30000_with_rows": lambda: png_declaring(30000, 30000, rows=4),
+    "jpeg_30000x30000_629_bytes": lambda: jpeg_declaring(30000, 30000),
+    "png_just_over_the_limit": lambda: png_declaring(8000, MAX_PIXELS // 8000 + 1, rows=0),
+    "jpeg_just_over_the_limit": lambda: jpeg_declaring(8000, MAX_PIXELS // 8000 + 1),
+}
+
+
+@pytest.mark.parametrize("case", list(BOMBS))
+def test_load_image_refuses_decompression_bombs_before_decoding(tmp_path, case):
+    path = tmp_path / f"{case}.{'png' if case.startswith('png') else 'jpg'}"
+    path.write_bytes(BOMBS[case]())
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    text = str(info.value)
+    assert text.startswith(str(path)) and "refused before decoding" in text, text
+
+
+@pytest.mark.parametrize("make, size", [(lambda: png_declaring(8000, 5000), (8000, 5000)),
+                                        (lambda: jpeg_declaring(7000, 5000), (7000, 5000)),
+                                        (lambda: b"not an image at all", None)])
+def test_declared_size_reads_the_header_only(make, size):
+    assert declared_size(make()) == size
+
+
+def test_pixel_limit_is_configurable(tmp_path):
+    path = tmp_path / "small.png"
+    cv2.imwrite(str(path), np.zeros((100, 100, 3), np.uint8))
+    assert load_image(path, max_pixels=10_000).shape == (100, 100, 3)
+    with pytest.raises(ImageError, match="100x100 pixels, over the limit of 9,999"):
+        load_image(path, max_pixels=9_999)
+    assert check_declared_size(path.read_bytes(), "x", 10_000) == (100, 100)
+
+
+def test_huge_sparse_file_refused_without_reading(tmp_path):
+    path = tmp_path / "sparse.jpg"
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)  # 1 GiB of holes: reading it whole would cost 1 GiB of memory
+    with pytest.raises(ImageError, match=r"1024 MiB is over the limit of 256 MiB") as info:
+        load_image(path)
+    assert "without reading" in str(info.value)
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(ImageError, match="over the limit"):
+        load_image(small, max_bytes=100)

@@ -50,6 +50,14 @@ def originals(tmp_path_factory, source):
             "insightface": pack, "yunet": d / "yunet.onnx"}
 
 
+@pytest.fixture(autouse=True)
+def tiny_stands_in(monkeypatch, originals):
+    """The stand-ins are tiny-64, not ViT-B/16, and their TorchScript is not OpenAI's file: accept them as
+    the real ones would be (test_hostile_checkpoints.py checks the refusals with the real rules)."""
+    monkeypatch.setattr(model_zoo, "KIND_ARCHS", {kind: ("tiny-64",) for kind in model_zoo.CONVERTIBLE})
+    ck.trust_torchscript(monkeypatch, originals["clip"])
+
+
 @pytest.fixture
 def fake_download(monkeypatch, originals):
     """Replace the network: each asset URL 'downloads' its local stand-in; records the URLs asked for."""

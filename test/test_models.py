@@ -55,9 +55,11 @@ def test_openai_key_names_are_open_clip_layout(source):
 
 
 @pytest.mark.parametrize("form", list(FORMATS))
-def test_each_format_loads_with_identical_outputs(tmp_path, source, form):
+def test_each_format_loads_with_identical_outputs(tmp_path, monkeypatch, source, form):
     filename, write, reference = FORMATS[form]
     path = write(tmp_path / filename, source)
+    if form == "openai_torchscript":  # TorchScript loads unasked only as OpenAI's file (by sha256)
+        ck.trust_torchscript(monkeypatch, path)
     loaded = load_model(path)
     assert isinstance(loaded, LoadedModel)
     assert loaded.meta["arch"] == "tiny-64" and loaded.image_size == 64
@@ -292,11 +294,11 @@ def test_bad_finetuned_dir(tmp_path, source, case, fragment):
     assert str(out) in str(err.value) and "Fix:" in str(err.value)
 
 
-def _place(models_dir, what, model):
+def _place(models_dir, what, model, monkeypatch=None):
     if what == "farl":
         ck.write_farl(models_dir / models.MODEL_FILES["farl"][1], model)
     elif what == "clip":
-        ck.write_openai_jit(models_dir / "ViT-B-16.pt", model)
+        ck.trust_torchscript(monkeypatch, ck.write_openai_jit(models_dir / "ViT-B-16.pt", model))
     elif what.startswith("finetuned"):
         out = save_checkpoint(models_dir / what, model, ck.tiny_cfg("tiny-64"), {"name": what})
         os.utime(out / "model.safetensors", (time.time() + int(what[-1]), time.time() + int(what[-1])))
@@ -309,9 +311,9 @@ def _place(models_dir, what, model):
     (["finetuned2", "finetuned1"], "finetuned2"),
     ([], "tiny-64"),
 ])
-def test_auto_picks_best_present(tmp_path, source, present, expected, capture_log):
+def test_auto_picks_best_present(tmp_path, monkeypatch, source, present, expected, capture_log):
     for what in present:
-        _place(tmp_path, what, source)
+        _place(tmp_path, what, source, monkeypatch)
     caplog = capture_log("demoprof_ros.core.models", logging.WARNING)
     loaded = load_model("auto", models_dir=tmp_path)
     assert loaded.name == expected
@@ -321,9 +323,9 @@ def test_auto_picks_best_present(tmp_path, source, present, expected, capture_lo
     assert bool(loaded.mim_state) == (expected == "farl")
 
 
-def test_auto_does_not_hide_a_broken_file(tmp_path, source):
+def test_auto_does_not_hide_a_broken_file(tmp_path, monkeypatch, source):
     ck.write_truncated(ck.write_farl(tmp_path / "full.pth", source), tmp_path / models.MODEL_FILES["farl"][1])
-    _place(tmp_path, "clip", source)
+    _place(tmp_path, "clip", source, monkeypatch)
     with pytest.raises(ModelLoadError, match="truncated or corrupt"):
         load_model("auto", models_dir=tmp_path)
 

@@ -11,8 +11,10 @@ import pytest
 
 from demoprof_ros.ros.image_conversion import (
     SUPPORTED_ENCODINGS, ImageConversionError, bgr_to_compressed, bgr_to_image_fields, compressed_to_bgr,
-    image_to_bgr,
+    image_to_bgr, wire_text,
 )
+
+from helpers_hostile import jpeg_declaring, png_declaring
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,62 @@ def test_core_module_does_not_import_rclpy() -> None:
     code = "import sys, demoprof_ros.ros.image_conversion, demoprof_ros.core.tracking, demoprof_ros.ros.hri; print('rclpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- hostile frames: refused before decoding, with a fixed kind for the node's throttle -------------------
+
+COMPRESSED_BOMBS = {
+    "png_40000x40000": (lambda: png_declaring(40000, 40000, rows=0), "png"),
+    "png_30000x30000": (lambda: png_declaring(30000, 30000, rows=4), "png"),
+    "jpeg_30000x30000": (lambda: jpeg_declaring(30000, 30000), "jpeg"),
+    "jpeg_8000x6000": (lambda: jpeg_declaring(8000, 6000), "jpeg"),  # 48 MP: over the 40 MP default
+}
+
+
+@pytest.mark.parametrize("case", list(COMPRESSED_BOMBS))
+def test_compressed_bombs_refused_before_decoding(case: str) -> None:
+    make, fmt = COMPRESSED_BOMBS[case]
+    with pytest.raises(ImageConversionError, match="refused before decoding") as info:
+        compressed_to_bgr(SimpleNamespace(format=fmt, data=make()))
+    assert info.value.kind == "too_large" and "max_image_pixels" in str(info.value)
+
+
+def test_compressed_pixel_limit_is_a_parameter() -> None:
+    fields = bgr_to_compressed(np.zeros((40, 50, 3), np.uint8), "png")
+    assert compressed_to_bgr(SimpleNamespace(**fields), max_pixels=2000).shape == (40, 50, 3)
+    with pytest.raises(ImageConversionError, match="50x40 pixels, over the limit of 1,999"):
+        compressed_to_bgr(SimpleNamespace(**fields), max_pixels=1999)
+
+
+def test_raw_frame_pixel_limit(frame: np.ndarray) -> None:
+    assert image_to_bgr(_msg(frame, "bgr8"), max_pixels=77).shape == frame.shape
+    with pytest.raises(ImageConversionError, match="11x7 frame is over the limit of 76 pixels") as info:
+        image_to_bgr(_msg(frame, "bgr8"), max_pixels=76)
+    assert info.value.kind == "too_large"
+
+
+@pytest.mark.parametrize("change, kind", [
+    ({"encoding": "yuv422"}, "encoding"), ({"encoding": "x" * 5000}, "encoding"), ({"step": 1}, "step"),
+    ({"data": b"\0"}, "data"), ({"height": 0}, "empty"),
+])
+def test_raw_faults_have_fixed_kinds(frame: np.ndarray, change: dict, kind: str) -> None:
+    msg = _msg(frame, "bgr8")
+    for key, value in change.items():
+        setattr(msg, key, value)
+    with pytest.raises(ImageConversionError) as info:
+        image_to_bgr(msg)
+    assert info.value.kind == kind and len(str(info.value)) < 400  # a 5000-char encoding is cut short
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("camera_link", "camera_link"),
+    ("cam\n[ERROR] [0] [profiler_node]: forged", "cam\\n[ERROR] [0] [profiler_node]: forged"),
+    ("tab\tand\x1b[31mred", "tab\\tand\\x1b[31mred"),
+])
+def test_wire_text_escapes_control_characters(value: str, expected: str) -> None:
+    assert wire_text(value) == expected and "\n" not in wire_text(value)
+
+
+def test_wire_text_truncates_long_strings() -> None:
+    text = wire_text("f" * 65536)
+    assert len(text) < 120 and text.endswith("...(65536 chars)")

@@ -7,7 +7,10 @@ of stopping.
 """
 from __future__ import annotations
 
+import io
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -18,6 +21,13 @@ import numpy as np
 #: Smallest accepted side in pixels. A face needs more than this to be scored at all, and smaller
 #: "images" are nearly always a mistake (a 1x1 placeholder, a wrong axis order).
 MIN_SIDE = 16
+
+#: Most pixels (width x height) an encoded image may declare before it is decoded. Every camera and phone
+#: sensor in common use fits (4K video 8.3 MP, phones 12-24 MP binned, DSLRs up to ~36 MP), while a hostile
+#: header (a 629-byte JPEG declaring 30000x30000 = 900 MP) is refused before the decoder allocates gigabytes.
+MAX_PIXELS = 40_000_000
+#: Largest image file `load_image` reads, in bytes; checked from the file size before reading anything.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                               ".pbm", ".pgm", ".ppm", ".pnm", ".jp2"})
@@ -88,11 +98,14 @@ def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
+               max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Read an image file into BGR uint8 HxWx3 (EXIF orientation applied).
 
-    Truncated JPEG and PNG files are refused, not half-decoded: OpenCV may return the top of a cut JPEG
-    with grey below and only a warning on stderr, which would silently profile a damaged frame. A JPEG
+    Refused with ImageError before decoding: files over `max_bytes` (checked from their size, so a 1 GB
+    sparse file is never read) and images whose header declares more than `max_pixels` (decompression
+    bombs). Truncated JPEG and PNG files are refused, not half-decoded: OpenCV may return the top of a cut
+    JPEG with grey below and only a warning on stderr, which would silently profile a damaged frame. A JPEG
     counts as truncated when no end-of-image marker follows its first scan; a PNG when it has no IEND chunk.
     """
     path = Path(path)
@@ -101,11 +114,19 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ImageError(f"{path}: not a file (expected an image file)")
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageError(f"{path}: file of {size / 2**20:.0f} MiB is over the limit of "
+                             f"{max_bytes / 2**20:.0f} MiB for an image; refused without reading it")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # bounded even if the file grew since stat()
     except OSError as error:
         raise ImageError(f"{path}: cannot read ({error.strerror or error})") from error
     if not data:
         raise ImageError(f"{path}: empty file (expected an image)")
+    if len(data) > max_bytes:
+        raise ImageError(f"{path}: over the limit of {max_bytes / 2**20:.0f} MiB for an image")
+    check_declared_size(data, str(path), max_pixels)
     _check_complete(data, path)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DECODE_FLAGS)
@@ -114,6 +135,42 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if image is None:
         raise ImageError(f"{path}: not a decodable image (expected JPEG, PNG, BMP, TIFF, WebP, ...)")
     return to_bgr8(image, name=str(path))
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding the pixels; None if not an image.
+
+    Pillow reads only the header here (PNG IHDR, JPEG SOF, TIFF IFD, ...). Its own bomb check refuses
+    headers above 2 * Image.MAX_IMAGE_PIXELS (~179 MP) without telling the size: that is an ImageError.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"declares too many pixels to decode safely ({error})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error):
+        return None
+    return int(width), int(height)
+
+
+def check_declared_size(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The declared (width, height), or ImageError when unknown or over `max_pixels` (a decompression bomb)."""
+    try:
+        size = declared_size(data)
+    except ImageError as error:
+        raise ImageError(f"{name}: {error}; refused before decoding (a decompression bomb?)") from None
+    if size is None:
+        raise ImageError(f"{name}: not a decodable image (no image header found; expected JPEG, PNG, BMP, TIFF, "
+                         "WebP, ...)")
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(f"{name}: declares {width}x{height} pixels, over the limit of {max_pixels:,} "
+                         f"({max_pixels / 1e6:g} MP); refused before decoding (a decompression bomb?)")
+    return size
 
 
 def _check_complete(data: bytes, path: Path) -> None:

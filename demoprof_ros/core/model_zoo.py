@@ -8,7 +8,6 @@ sha256 where one exists, converted to safetensors (so later loads never unpickle
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import models
+from .checkpoints import OPENAI_CLIP_SHA256, sha256_file
+from .model_meta import fix_for
 from .models import ModelLoadError
 
 MANIFEST = "manifest.json"
@@ -47,7 +48,7 @@ ASSETS: dict[str, Asset] = {
         "https://openaipublic.azureedge.net/clip/models/"
         "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
         # OpenAI publishes the digest as the URL path (openai/CLIP checks it the same way).
-        "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+        OPENAI_CLIP_SHA256,
         models.MODEL_FILES["clip"][0], "MIT (OpenAI CLIP)"),
     "farl": Asset(
         "farl", "FaRL-Base-Patch16-LAIONFace20M-ep64",
@@ -70,6 +71,9 @@ ASSETS: dict[str, Asset] = {
         "face_detection_yunet_2023mar.onnx", "MIT (OpenCV Zoo)"),
 }
 CONVERTIBLE = ("clip", "farl")
+#: The architecture each kind must have: both are ViT-B/16 (FaRL shares CLIP's). `convert` refuses others,
+#: so a small or foreign model is never installed and reported under CLIP's or FaRL's name.
+KIND_ARCHS: dict[str, tuple[str, ...]] = {"clip": (models.OPENAI_ARCH,), "farl": (models.OPENAI_ARCH,)}
 
 
 class FetchError(RuntimeError):
@@ -92,14 +96,6 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _now() -> str:
@@ -143,6 +139,12 @@ def convert(source: str | Path, kind: str, models_dir: str | Path | None = None,
     mdir = Path(models_dir).expanduser() if models_dir else models.default_models_dir()
     target = Path(out).expanduser() if out else mdir / ASSETS[kind].target
     ckpt = models.read_checkpoint(source, kind, allow_unsafe=allow_unsafe)
+    if ckpt.arch not in KIND_ARCHS[kind]:
+        size = sum(t.numel() for t in ckpt.state_dict.values())
+        raise ModelLoadError(
+            f"{source}: a {ckpt.arch} model ({size / 1e6:.1f} M parameters), not {ASSETS[kind].title} "
+            f"({' or '.join(KIND_ARCHS[kind])}); nothing was installed; expected the {models.ORIGINAL_FILES[kind]} "
+            f"download. Fix: {fix_for(kind)}")
     if source_sha256 is None:
         source_sha256 = sha256_file(source)
         published = ASSETS[kind].sha256

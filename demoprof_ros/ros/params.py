@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
+from ..core.images import MAX_PIXELS
 from ..core.profiler import ConfigError, ProfilerConfig
+from ..core.prompts import PromptError, load_prompts
 from ..core.taxonomy import ATTRIBUTE_NAMES
 from ..core.tracking import TrackerConfig
 
@@ -58,8 +61,13 @@ _NODE_PARAMS: dict[str, tuple[Any, str]] = {
     "debug_image": (False, "publish ~/debug_image with boxes and labels drawn"),
     "publish_hri": (True, "publish ROS4HRI /humans/faces/... where hri_msgs is installed"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+    "max_image_pixels": (MAX_PIXELS, "largest frame accepted, in pixels (width x height); a compressed frame "
+                                      "declaring more is refused before decoding"),
     "autostart": (True, "configure and activate at start (false: wait for a lifecycle manager)"),
 }
+#: Parameters naming a file or folder: a bare "~" there is a YAML null, not the home directory.
+_PATH_PARAMS = ("model", "models_dir", "prompts_file", "scrfd_path", "yunet_path")
+_MODEL_EXPECTED = "'auto', 'farl', 'clip', 'tiny', a checkpoint file or a fine-tuned folder"
 #: Parameters rclpy or ROS tools may set on any node; not ours, not an error.
 _FOREIGN = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 
@@ -96,6 +104,7 @@ class NodeSettings:
     debug_image: bool = False
     publish_hri: bool = True
     diagnostics_period: float = 1.0
+    max_image_pixels: int = MAX_PIXELS
     autostart: bool = True
 
 
@@ -110,6 +119,7 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
     if unknown:
         raise ConfigError(f"unknown parameters {unknown}")
     checked = {name: _check_type(name, values.get(name, default), default) for name, (default, _) in table.items()}
+    _check_paths(checked)
 
     profiler_values: dict[str, Any] = {}
     tracking_values: dict[str, Any] = {}
@@ -143,13 +153,40 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
         raise ConfigError(f"parameter max_rate: expected a number >= 0 (0 = unlimited), got {settings.max_rate!r}")
     if not (math.isfinite(settings.diagnostics_period) and settings.diagnostics_period > 0):
         raise ConfigError(f"parameter diagnostics_period: expected seconds > 0, got {settings.diagnostics_period!r}")
+    if settings.max_image_pixels < 1:
+        raise ConfigError(f"parameter max_image_pixels: expected a pixel count >= 1, got {settings.max_image_pixels}")
     return settings
+
+
+def _check_paths(values: dict[str, Any]) -> None:
+    """Path parameters are checked before any model loads: a YAML null is refused, the prompts file parsed."""
+    for name in _PATH_PARAMS:
+        if values[name].strip() in ("~", "null", "None"):
+            expected = _MODEL_EXPECTED if name == "model" else "a path, or '' for the default"
+            raise ConfigError(f"parameter {name}: got {values[name]!r}, which is how a YAML null (~) arrives; "
+                              f"expected {expected}")
+    if values["model"].strip() == "":
+        raise ConfigError(f"parameter model: empty; expected {_MODEL_EXPECTED}")
+    prompts_file = values["prompts_file"]
+    if prompts_file:
+        path = Path(prompts_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"parameter prompts_file: no such file: {path}")
+        try:
+            load_prompts(path)
+        except PromptError as exc:
+            raise ConfigError(f"parameter prompts_file: {exc}") from None
 
 
 def unknown_parameters(names: Any) -> list[str]:
     """Override names that are neither ours nor rclpy's (typos in a params file)."""
     table = parameter_table()
     return sorted(n for n in names if n not in table and not n.startswith(_FOREIGN) and n not in _FOREIGN)
+
+
+def check_autostart(value: Any) -> bool:
+    """The autostart value, or ConfigError: main() reads it before configure (a string "true" would hang)."""
+    return _check_type("autostart", value, True)
 
 
 def _check_type(name: str, value: Any, default: Any) -> Any:

@@ -16,11 +16,9 @@ import json
 import logging
 import re
 import shutil
-import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,8 +36,14 @@ from ..core.images import ImageError
 from ..core.profiler import ConfigError, Profiler
 from ..core.results import FaceProfile
 from .hri_output import HriOutput, import_hri_msgs
-from .image_conversion import ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr
 from ..core.tracking import FaceTracker
+from .diagnostics import Counters, DiagMark, diagnostic_status, snapshot
+from .image_conversion import (
+    ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr, wire_text,
+)
+from .mailbox import FrameMailbox
+from .node_logging import KeyedThrottle, RclpyLogHandler, SafeLogger
+from .node_signals import StopRequest
 from .params import NodeSettings, declare_parameters, read_settings, unknown_parameters
 
 SCHEMA_ID = "demoprof_ros/user_profile"
@@ -47,71 +51,6 @@ SCHEMA_VERSION = 1
 EXIT_CONFIG = 2  # a parameter the user can fix
 EXIT_RUNTIME = 1  # the model or detector could not be loaded
 SIGNAL_POLL_S = 0.1  # how soon main() notices a SIGINT / SIGTERM
-
-
-class FrameMailbox:
-    """One slot between the subscriptions and the worker: a new frame replaces an unprocessed one."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float | None = None) -> Any:
-        """The newest item, or None after `timeout` seconds or once closed."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
-
-    def reopen(self) -> None:
-        with self._cond:
-            self._closed = False
-
-
-class KeyedThrottle:
-    """Log each kind of fault at most once per period (rclpy throttles per call site, hiding other kinds)."""
-
-    def __init__(self, period_s: float = 5.0) -> None:
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def check(self, message: str) -> tuple[bool, int]:
-        """(log it now?, how many of this kind were suppressed since it was last logged)."""
-        key = re.sub(r"\d+", "N", message)
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) >= self.period_s:
-            self._last[key] = now
-            return True, self._suppressed.pop(key, 0)
-        self._suppressed[key] = self._suppressed.get(key, 0) + 1
-        return False, 0
-
-
-@dataclass
-class _Counters:
-    received: int = 0
-    processed: int = 0
-    bad_frames: int = 0
-    errors: int = 0
-    latency_sum_ms: float = 0.0
-    latency_max_ms: float = 0.0
-    last_received: float = 0.0  # monotonic
 
 
 def build_profile_dict(stamp: tuple[int, int], frame_id: str, image_size: tuple[int, int],
@@ -142,28 +81,6 @@ def cli_hints(text: str) -> str:
     return re.sub(r"`demoprof(-train|-eval)?\b", lambda m: f"`ros2 run demoprof_ros demoprof{m.group(1) or ''}", text)
 
 
-class _RclpyLogHandler(logging.Handler):
-    """Sends the core's `logging` records (model and detector choices, warnings) to the node's ROS logger."""
-
-    def __init__(self, ros_logger: Any) -> None:
-        super().__init__()
-        self.ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = cli_hints(record.getMessage())
-            if record.levelno >= logging.ERROR:
-                self.ros_logger.error(text)
-            elif record.levelno >= logging.WARNING:
-                self.ros_logger.warning(text)
-            elif record.levelno >= logging.INFO:
-                self.ros_logger.info(text)
-            else:
-                self.ros_logger.debug(text)
-        except Exception:  # a log line must never take the node down
-            self.handleError(record)
-
-
 class ProfilerNode(LifecycleNode):
     """Lifecycle node around Profiler + FaceTracker (see the module doc for topics)."""
 
@@ -178,20 +95,21 @@ class ProfilerNode(LifecycleNode):
         self._mailbox = FrameMailbox()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._counters = _Counters()
+        self._counters = Counters()
         self._lock = threading.Lock()
         self._throttle = KeyedThrottle()
+        self._log = SafeLogger(self.get_logger())
         self._image_subs: dict[str, Any] = {}  # kind ("raw" / "compressed") -> subscription
         self._choose_transport = False
         self._profile_pub: Any = None
         self._debug_pub: Any = None
         self._diag_pub: Any = None
         self._diag_timer: Any = None
-        self._diag_last = (time.monotonic(), 0, 0.0, 0)  # time, processed, latency sum, errors at last report
+        self._diag_last = DiagMark(time.monotonic())
         self._hri: HriOutput | None = None
         # The core logs through `logging`; in the node its records go to the ROS log only (not twice when a
         # library has configured the root logger).
-        self._log_handler = _RclpyLogHandler(self.get_logger())
+        self._log_handler = RclpyLogHandler(self._log, rewrite=cli_hints)
         core_log = logging.getLogger("demoprof_ros")
         self._core_log_state = (core_log.level, core_log.propagate)
         core_log.addHandler(self._log_handler)
@@ -201,7 +119,7 @@ class ProfilerNode(LifecycleNode):
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        log = self.get_logger()
+        log = self._log
         self.configure_error, self.configure_exit_code = None, 0
         overrides = getattr(self, "_parameter_overrides", {}) or {}
         for name in unknown_parameters(overrides):
@@ -218,7 +136,11 @@ class ProfilerNode(LifecycleNode):
         except ConfigError as exc:
             return self._configure_failed(f"invalid parameters: {exc}", EXIT_CONFIG)
         except Exception as exc:  # model / detector files missing or unreadable: say what, stay unconfigured
+            if not self.context.ok():
+                return self._configure_interrupted()
             return self._configure_failed(f"could not load the profiler: {type(exc).__name__}: {exc}", EXIT_RUNTIME)
+        if not self.context.ok():  # Ctrl-C / SIGTERM arrived while the model loaded
+            return self._configure_interrupted()
         self.settings, self.profiler = settings, profiler
         self.tracker = FaceTracker(settings.tracking)
         self._profile_pub = self.create_lifecycle_publisher(String, "user_profile", 10)
@@ -233,7 +155,12 @@ class ProfilerNode(LifecycleNode):
 
     def _configure_failed(self, message: str, exit_code: int) -> TransitionCallbackReturn:
         self.configure_error, self.configure_exit_code = message, exit_code
-        self.get_logger().error(f"configure failed: {cli_hints(message)}")
+        self._log.error(f"configure failed: {cli_hints(message)}")
+        return TransitionCallbackReturn.FAILURE
+
+    def _configure_interrupted(self) -> TransitionCallbackReturn:
+        self.configure_error, self.configure_exit_code = "interrupted by a shutdown request", 0
+        self._log.info("shutdown requested while configuring: stopping")
         return TransitionCallbackReturn.FAILURE
 
     def _make_hri(self, settings: NodeSettings) -> HriOutput | None:
@@ -241,7 +168,7 @@ class ProfilerNode(LifecycleNode):
             return None
         types = import_hri_msgs()
         if types is None:
-            self.get_logger().info("hri_msgs is not installed: ROS4HRI output (/humans/faces/...) is off")
+            self._log.info("hri_msgs is not installed: ROS4HRI output (/humans/faces/...) is off")
             return None
         return HriOutput(self, types)
 
@@ -253,7 +180,7 @@ class ProfilerNode(LifecycleNode):
                          durability=DurabilityPolicy.VOLATILE)
         # Counts and tracks start afresh with each activation (the schema's "since activation").
         with self._lock:
-            self._counters = _Counters()
+            self._counters = Counters(last_done=time.monotonic())
         self._mailbox = FrameMailbox()
         self.tracker.reset()
         self._start_worker()
@@ -266,10 +193,10 @@ class ProfilerNode(LifecycleNode):
             self._image_subs["compressed"] = self.create_subscription(
                 CompressedImage, "image/compressed", lambda m: self._enqueue(m, "compressed"), qos)
         self._choose_transport = transport == "auto"
-        self._diag_last = (time.monotonic(), 0, 0.0, 0)
+        self._diag_last = DiagMark(time.monotonic())
         self._diag_timer = self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
         topics = ", ".join(s.topic_name for s in self._image_subs.values())
-        self.get_logger().info(f"active: profiling {topics} ({self.settings.reliability}) -> "
+        self._log.info(f"active: profiling {topics} ({self.settings.reliability}) -> "
                                f"{self._profile_pub.topic_name}")
         return super().on_activate(state)
 
@@ -335,7 +262,7 @@ class ProfilerNode(LifecycleNode):
             sub = self._image_subs.pop(other)
             dropped_topic = sub.topic_name
             self.destroy_subscription(sub)
-            self.get_logger().info(f"receiving {kind} frames on {self._image_subs[kind].topic_name}; "
+            self._log.info(f"receiving {kind} frames on {self._image_subs[kind].topic_name}; "
                                    f"unsubscribed from {dropped_topic} (transport 'auto')")
 
     def _start_worker(self) -> None:
@@ -353,9 +280,10 @@ class ProfilerNode(LifecycleNode):
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
             if worker.is_alive():
-                self.get_logger().error(f"inference thread did not stop within {timeout:.0f} s")
+                self._log.error(f"inference thread did not stop within {timeout:.0f} s")
 
     def _work(self) -> None:
+        """The inference thread: nothing a frame does may end it (each failure is logged and counted)."""
         assert self.settings is not None
         period = 1.0 / self.settings.max_rate if self.settings.max_rate > 0 else 0.0
         while not self._stop.is_set():
@@ -366,117 +294,158 @@ class ProfilerNode(LifecycleNode):
             try:
                 self._process(*item)
             except Exception as exc:  # a bug or a model fault on one frame must not end the thread
-                with self._lock:
-                    self._counters.errors += 1
-                self._log_throttled("error", f"profiling a frame failed: {type(exc).__name__}: {exc}")
+                self._count("errors")
+                self._log_throttled("error", f"error:{type(exc).__name__}",
+                                    f"profiling a frame failed: {type(exc).__name__}: {wire_text(exc, 300)}")
             if period:
                 self._stop.wait(max(0.0, started + period - time.monotonic()))
 
+    def _count(self, counter: str) -> None:
+        with self._lock:
+            setattr(self._counters, counter, getattr(self._counters, counter) + 1)
+            self._counters.last_done = time.monotonic()
+
     def _process(self, msg: Any, kind: str, received: float) -> None:
         started = time.monotonic()
+        limit = self.settings.max_image_pixels
+        topic = "image/compressed" if kind == "compressed" else "image"
         try:
-            image = compressed_to_bgr(msg) if kind == "compressed" else image_to_bgr(msg)
+            image = compressed_to_bgr(msg, limit) if kind == "compressed" else image_to_bgr(msg, limit)
             faces = self.profiler(image)
         except (ImageConversionError, ImageError) as exc:
-            with self._lock:
-                self._counters.bad_frames += 1
-            topic = "image/compressed" if kind == "compressed" else "image"
-            self._log_throttled("warning", f"skipped a bad frame on '{topic}' (frame_id "
-                                           f"'{msg.header.frame_id}'): {exc}")
+            self._count("bad_frames")
+            fault = getattr(exc, "kind", "image")
+            self._log_throttled("warning", f"bad:{topic}:{fault}", f"skipped a bad frame on '{topic}' (frame_id "
+                                f"'{wire_text(msg.header.frame_id)}'): {wire_text(exc, 300)}")
             return
         profiles = self.tracker.update(faces)
         done = time.monotonic()
         with self._lock:
-            self._counters.processed += 1
-            latency_ms = (done - received) * 1000.0
-            self._counters.latency_sum_ms += latency_ms
-            self._counters.latency_max_ms = max(self._counters.latency_max_ms, latency_ms)
-            processed = self._counters.processed
+            processed = self._counters.processed + 1
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        latency_ms = (done - received) * 1000.0
         payload = build_profile_dict(stamp, msg.header.frame_id, (image.shape[1], image.shape[0]), profiles,
                                      self.profiler.model_name, self.profiler.detector_name, latency_ms,
                                      (done - started) * 1000.0, self._mailbox.dropped, processed)
-        self._profile_pub.publish(String(data=json.dumps(payload)))
+        try:
+            text = json.dumps(payload, allow_nan=False)
+        except ValueError:  # NaN / inf from the model: not JSON, and its labels are not to be trusted
+            self._count("errors")
+            self._log_throttled("error", "non_finite", f"the model gave NaN or infinite values on frame_id "
+                                f"'{wire_text(msg.header.frame_id)}'; profile not published")
+            return
+        with self._lock:
+            self._counters.processed += 1
+            self._counters.latency_sum_ms += latency_ms
+            self._counters.latency_max_ms = max(self._counters.latency_max_ms, latency_ms)
+            self._counters.last_done = done
+        self._profile_pub.publish(String(data=text))
         if self._debug_pub is not None:
             self._debug_pub.publish(Image(header=msg.header, **bgr_to_image_fields(draw_profiles(image, profiles))))
         if self._hri is not None:
             self._hri.publish(msg.header, profiles, self.tracker.track_ids, (image.shape[1], image.shape[0]))
 
-    def _log_throttled(self, level: str, message: str) -> None:
-        show, suppressed = self._throttle.check(message)
+    def _log_throttled(self, level: str, kind: str, message: str) -> None:
+        """Log `message` unless `kind` (a fixed category, never wire text) was logged within the period."""
+        show, suppressed = self._throttle.check(kind)
         if show:
             more = f" ({suppressed} more like it since the last report)" if suppressed else ""
-            getattr(self.get_logger(), level)(message + more)
+            self._log.log(level, message + more)
 
     # --- diagnostics ---------------------------------------------------------------------------------------
 
     def diagnostics_values(self) -> dict[str, str]:
-        """Counters since activation, plus rate, mean latency and new errors since the previous call."""
-        now = time.monotonic()
+        """Counters since activation, plus rate, mean latency and what changed since the previous call."""
+        worker = self._worker
         with self._lock:
-            c = self._counters
-            last_t, last_n, last_sum, last_errors = self._diag_last
-            window_n, window_sum = c.processed - last_n, c.latency_sum_ms - last_sum
-            self._diag_last = (now, c.processed, c.latency_sum_ms, c.errors)
-            values = {
-                "frames_received": c.received, "frames_processed": c.processed,
-                "frames_dropped": self._mailbox.dropped, "bad_frames": c.bad_frames, "errors": c.errors,
-                "rate_hz": round(window_n / max(now - last_t, 1e-6), 2),
-                "latency_ms": round(window_sum / window_n, 1) if window_n else 0.0,
-                "latency_max_ms": round(c.latency_max_ms, 1),
-                "seconds_since_last_frame": round(now - c.last_received, 1) if c.received else -1,
-                "new_errors": c.errors - last_errors,
-            }
+            values, self._diag_last = snapshot(self._counters, self._diag_last, self._mailbox.dropped,
+                                               worker is not None and worker.is_alive())
         if self.profiler is not None:
             values.update(model=self.profiler.model_name, detector=self.profiler.detector_name)
-        return {k: str(v) for k, v in values.items()}
+        return values
 
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: profiler", hardware_id="demoprof_ros")
-        since = float(values["seconds_since_last_frame"])
-        if int(values["new_errors"]):
-            status.level = DiagnosticStatus.ERROR
-            status.message = f"{values['new_errors']} frame(s) failed; see the log"
-        elif since < 0 or since > 5.0:
-            status.level, status.message = DiagnosticStatus.WARN, "no images received recently"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, f"profiling at {values['rate_hz']} Hz"
+        stall_s = max(10.0, 5 * self.settings.diagnostics_period)
+        status.level, status.message = diagnostic_status(values, stall_s=stall_s)
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self._diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+
+USAGE = """usage: profiler_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] [-r __ns:=/NS] ...]
+
+Profiles the faces in camera frames (image, image/compressed) and publishes user_profile (JSON).
+Exit status: 0 after Ctrl-C / SIGTERM, 2 for bad parameters or arguments, 1 if the model or detector
+could not be loaded. Parameters (see config/profiler.yaml):
+"""
+
+
+def _usage() -> str:
+    from .params import parameter_table
+
+    rows = [f"  {name} (default {default!r}): {doc}" for name, (default, doc) in parameter_table().items()]
+    return USAGE + "\n".join(rows)
 
 
 def main(args: list[str] | None = None) -> int:
     """`profiler_node [--ros-args ...]`: exit 0 on Ctrl-C / SIGTERM, 2 on bad parameters, 1 if loading failed.
 
     Signals are handled here, not by rclpy: rclpy's handler shuts the context down at once, while the worker
-    may still be publishing the frame in progress ("publisher's context is invalid"), and a second Ctrl-C
-    during teardown (the terminal and `ros2 launch` each send one) then ends the process with -2. Here the
-    first SIGINT / SIGTERM only ends the spin loop; teardown runs in order (join the worker, destroy the node,
-    shut rclpy down) and later signals are ignored.
+    may still be publishing the frame in progress ("publisher's context is invalid"), or while configure is
+    loading the model (a burst of errors from every publisher it creates); a second Ctrl-C during teardown
+    (the terminal and `ros2 launch` each send one) then ends the process with -2 and leaves Fast DDS files
+    in /dev/shm. Here every SIGINT / SIGTERM only sets `stop`: configure finishes, the spin loop ends, and
+    teardown runs in order (join the worker, destroy the node, shut rclpy down).
     """
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in own or "--help" in own:
+        print(_usage())
+        return 0
+    stop = StopRequest.install()
     try:
-        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+        ros = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # rclpy's RCLError: an unparsable params file, bad --ros-args syntax
+        print(f"profiler_node: cannot start: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n"
+              f"(run `profiler_node --help` for the arguments)", file=sys.stderr)
+        return EXIT_CONFIG
+    code = 0
+    try:
+        with ros:
             node = ProfilerNode()
             executor = SingleThreadedExecutor()
             try:
                 executor.add_node(node)
-                if node.get_parameter("autostart").value is True and not stop.is_set():
-                    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                        return node.configure_exit_code or EXIT_RUNTIME  # the reason is in the log
-                    if not stop.is_set():
-                        node.trigger_activate()
-                while not stop.is_set() and rclpy.ok():
-                    executor.spin_once(timeout_sec=SIGNAL_POLL_S)
+                code = _run(node, executor, stop)
             finally:
                 node.stop_worker()
                 executor.remove_node(node)
                 node.destroy_node()
     except ExternalShutdownException:
         pass
+    return code
+
+
+def _run(node: ProfilerNode, executor: SingleThreadedExecutor, stop: "StopRequest") -> int:
+    """Autostart (when asked) and spin until a stop is requested; the exit code."""
+    from .params import check_autostart
+
+    try:
+        autostart = check_autostart(node.get_parameter("autostart").value)
+    except ConfigError as exc:
+        node._log.error(f"invalid parameters: {exc}")
+        return EXIT_CONFIG
+    if autostart and not stop.is_set():
+        result = node.trigger_configure()
+        if stop.is_set():  # Ctrl-C / SIGTERM while configuring: a requested stop, not a failure
+            node._log.info(f"stopping: {stop.name} while configuring")
+            return 0
+        if result != TransitionCallbackReturn.SUCCESS:
+            return node.configure_exit_code or EXIT_RUNTIME  # the reason is in the log
+        node.trigger_activate()
+    while not stop.is_set() and rclpy.ok():
+        executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     return 0
 
 
