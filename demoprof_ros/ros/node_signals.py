@@ -24,6 +24,14 @@ class StopRequest(threading.Event):
             self.signal = number
         self.set()
 
+    @staticmethod
+    def ignore_from_now_on() -> None:
+        """For teardown: SIG_IGN, which (unlike a Python handler) outlives interpreter finalization, where a
+        late Ctrl-C would otherwise end the process with -2 and leave Fast DDS files in /dev/shm."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+
     @classmethod
     def install(cls) -> "StopRequest":
         """A StopRequest receiving SIGINT and SIGTERM (outside the main thread, as in tests: receiving none)."""

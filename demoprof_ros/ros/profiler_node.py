@@ -419,6 +419,7 @@ def main(args: list[str] | None = None) -> int:
                 executor.add_node(node)
                 code = _run(node, executor, stop)
             finally:
+                stop.ignore_from_now_on()
                 node.stop_worker()
                 executor.remove_node(node)
                 node.destroy_node()
