@@ -128,7 +128,8 @@ def test_folder_reports_skipped_files_and_profiles_videos(test_data, tmp_path, c
     (tmp_path / "notes.txt").write_text("x")
     _write_video(tmp_path / "clip.avi", cv2.imread(str(test_data / PHOTO)), frames=2)
     code, out = _main(["profile", str(tmp_path), "--model", "tiny", "--detectors", "haar", "--json",
-                       "--no-progress", "--no-text-cache", "--min-face-size", "16"], capsys)
+                       "--no-progress", "--no-text-cache", "--min-face-size", "16",
+                       "--annotate", str(tmp_path / "out")], capsys)
     assert code == 0, out.err
     records = [json.loads(line) for line in out.out.splitlines()]
     for record in records:
@@ -138,6 +139,7 @@ def test_folder_reports_skipped_files_and_profiles_videos(test_data, tmp_path, c
     assert "anim.gif" in caplog.text  # said on stderr too
     frames = [(os.path.basename(r["source"]), r["frame"]) for r in records if r["schema"].endswith("profile")]
     assert frames == [("a.jpg", None), ("clip.avi", 0), ("clip.avi", 1)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "clip.mp4"]
 
 
 @pytest.mark.parametrize("files, needle", [([], "it is empty"), (["x.gif", "y.txt"], "skipped 2 unsupported")])
@@ -190,3 +192,23 @@ def test_missing_input_is_reported(tmp_path):
 def test_help_lists_subcommands():
     result = demoprof("--help")
     assert result.returncode == 0 and "profile" in result.stdout and "models" in result.stdout
+
+
+@pytest.mark.parametrize("text, profiler, tracking", [
+    ("model: tiny\ntracking:\n  min_hits: 1\n", {"model": "tiny"}, {"min_hits": 1}),
+    ("/**/profiler_node:\n  ros__parameters:\n    model: tiny\n    autostart: true\n    tracking:\n      window: 4\n",
+     {"model": "tiny"}, {"window": 4}),
+])
+def test_config_file_carries_tracking_settings(tmp_path, text, profiler, tracking):
+    from demoprof_ros.cli.profile import load_config_file
+
+    (tmp_path / "c.yaml").write_text(text)
+    assert load_config_file(tmp_path / "c.yaml") == (profiler, tracking)
+
+
+def test_shipped_params_file_gives_the_node_tracking_defaults():
+    from demoprof_ros.cli.profile import load_config_file
+    from demoprof_ros.core.tracking import TrackerConfig
+
+    _, tracking = load_config_file(ROOT / "config" / "profiler.yaml")
+    assert TrackerConfig.from_dict(tracking) == TrackerConfig()

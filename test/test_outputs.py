@@ -83,6 +83,8 @@ def run_cli(argv, capsys):
     (["profile", str(PHOTO), "--text-cache-dir", "{file}"], "exists and is not a folder"),
     (["profile", str(PHOTO), "--prompts", "{tmp}/nope.yaml"], "prompts file not found"),
     (["eval", "--data", "{tmp}", "--output", "{file}"], "exists and is not a folder"),
+    (["eval", "--data", "{tmp}/nope.csv", "--output", "{tmp}/out"], "--data: not found"),
+    (["demo", "{tmp}/nope.jpg"], "source not found"),
     (["experiment", "{tmp}/x.yaml", "--output", "{file}"], "exists and is not a folder"),
     (["retrieve", "a face", "--images", "{tmp}", "--sheet", "{tmp}"], "is a folder"),
     (["retrieve", "a face", "--images", "{tmp}", "--sheet", "{tmp}/sheet.txt"], "ending in .png"),
