@@ -76,8 +76,8 @@ def main(argv=None) -> int:
     machine = machine_info(args.device)
     print(f"# start-up of {args.arch} ({prompts} prompts), {args.runs} interleaved runs; {machine_line(machine)}")
     print(RANDOM_WEIGHTS_NOTE)
-    print(markdown_table(["text cache", "load ms (median)", "prompts ms (median)", "total ms (median)", "total ms (p95)"],
-                         rows))
+    header = ["text cache", "load ms (median)", "prompts ms (median)", "total ms (median)", "total ms (p95)"]
+    print(markdown_table(header, rows))
     write_json(args.out, {"arch": args.arch, "prompts": prompts, "runs": args.runs, "results": records,
                           "machine": machine, "command": command_line()})
     return 0
