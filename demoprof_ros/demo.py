@@ -62,6 +62,9 @@ def run_demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"demoprof demo: error: {exc}", file=sys.stderr)
         return 2
+    if args.source and not Path(args.source).exists():  # before three processes start and the model loads
+        print(f"demoprof demo: error: source not found: {args.source}", file=sys.stderr)
+        return 2
     env = demo_environment()
     params = _share_file("config/profiler.yaml")
     print(f"demoprof demo: model={args.model} device={args.device} ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')} "

@@ -76,3 +76,43 @@ def test_cli(results_dir, tmp_path, capsys):
     assert "no results.json" in capsys.readouterr().err
     (tmp_path / "x.json").write_text('{"foo": 1}')
     assert _cli([str(tmp_path / "x.json")]) == 2
+
+
+def test_card_shows_baselines_beside_scores_and_groups_in_natural_order(results_dir):
+    text = card.write_card(results_dir).read_text()
+    # age truth 20-29, 20-29, 60-69, 3-9: majority 20-29 = 50.0 %, chance 1/9 = 11.1 %; macro F1 of the majority
+    # answer 2*0.5/1.5/3 = 22.2 %, of chance (2pq/(p+q) per class, over 9 classes) 5.4 %.
+    row = next(line for line in text.splitlines() if line.startswith("| data | age |"))
+    assert row.endswith("| 50.0 / 11.1 | 66.7 | 22.2 / 5.4 |"), row
+    assert "*majority* always answers" in text
+    by_age = next(line for line in text.splitlines() if "by age**" in line)
+    assert by_age.index("3-9 ") < by_age.index("20-29 ") < by_age.index("60-69 ")  # not 20-29, 3-9, 60-69
+    report = (results_dir / "report.md").read_text()
+    age = next(line for line in report.splitlines() if line.startswith("| age |"))
+    assert "| 50.0 / 11.1 |" in age and "| 22.2 / 5.4 |" in age
+    groups = next(line for line in report.splitlines() if line.startswith("- age accuracy by age:"))
+    assert groups.index("3-9 ") < groups.index("20-29 ") < groups.index("60-69 ")
+    assert "Majority / chance baselines: accuracy" in report
+
+
+@pytest.mark.parametrize("supports, n_classes, majority, chance", [
+    ({"a": 2, "b": 1, "c": 1, "d": 0}, 4, (0.5, 2 * 0.5 / 1.5 / 3), (0.25, (2 * .5 * .25 / .75 + 2 * 2 * .25 * .25 / .5) / 4)),
+    ({"a": 10, "b": 0}, 2, (1.0, 1.0), (0.5, (2 * 1 * .5 / 1.5) / 2)),
+])
+def test_baselines(supports, n_classes, majority, chance):
+    from demoprof_ros.evaluation.baselines import chance_baseline, majority_baseline
+
+    metrics = {"per_class": {c: {"support": n} for c, n in supports.items()}, "classes": list(supports)}
+    assert (majority_baseline(metrics)["accuracy"], majority_baseline(metrics)["macro_f1"]) == pytest.approx(majority)
+    got = chance_baseline(metrics, n_classes)
+    assert (got["accuracy"], got["macro_f1"]) == pytest.approx(chance)
+    assert majority_baseline({"per_class": {}}) is None and chance_baseline({"per_class": {}}) is None
+
+
+def test_group_order_follows_the_taxonomy():
+    from demoprof_ros.evaluation.baselines import group_order
+
+    assert group_order("age", ["20-29", "3-9", "more than 70", "0-2", "10-19"]) == \
+        ["0-2", "3-9", "10-19", "20-29", "more than 70"]
+    assert group_order("race/gender", ["White/Male", "Black/Female", "White/Female", "Asian/Male"]) == \
+        ["White/Male", "White/Female", "Black/Female", "Asian/Male"]

@@ -5,11 +5,17 @@ import shutil
 import subprocess
 import sys
 
+import cv2
+import numpy as np
+import jsonschema
 import pytest
 
 from conftest import ROOT
 
 PHOTO = "group_photos/obama_family_2011.jpg"
+SCHEMA = json.loads((ROOT / "docs" / "profile_schema.json").read_text())
+# The CLI's records are $defs/cli_record of the same file that defines /user_profile.
+CLI_RECORD = jsonschema.Draft202012Validator({"$defs": SCHEMA["$defs"], "$ref": "#/$defs/cli_record"})
 
 
 def demoprof(*args, timeout=120):
@@ -46,6 +52,114 @@ def test_profile_json_on_a_folder_keeps_going(folder, tmp_path):
     assert by_name["b.jpg"]["image"] == {"width": 660, "height": 478}
     assert "untrained" in result.stderr.lower() or "mean nothing" in result.stderr.lower()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.jpg"]
+    for record in records:
+        CLI_RECORD.validate(record)
+    ids = [face["id"] for r in records for face in r.get("faces", [])]
+    assert len(ids) == len(set(ids)) and min(ids) == 1  # still images: a fresh id per face, never reused
+    assert {r["schema"] for r in records} == {"demoprof_ros/cli_profile", "demoprof_ros/cli_error"}
+
+
+def test_cli_record_schema_bites():
+    good = {"schema": "demoprof_ros/cli_error", "version": 1, "source": "x.jpg", "frame": None, "error": "bad"}
+    CLI_RECORD.validate(good)
+    for bad in ({**good, "version": 2}, {**good, "extra": 1}, {k: v for k, v in good.items() if k != "error"},
+                {**good, "schema": "demoprof_ros/cli_profile"}, {**good, "frame": -1}):
+        with pytest.raises(jsonschema.ValidationError):
+            CLI_RECORD.validate(bad)
+    face = {"id": None, "box": {"x": 0, "y": 0, "width": 1, "height": 1}, "detection_score": 0.5,
+            "attributes": {}, "joint": [], "frames_fused": 1}
+    frame = {"schema": "demoprof_ros/cli_profile", "version": 1, "source": "x.jpg", "frame": None,
+             "image": {"width": 2, "height": 2}, "model": "m", "detector": "haar", "latency_ms": 1.0, "faces": [face]}
+    with pytest.raises(jsonschema.ValidationError):  # what the CLI printed before: "id": null
+        CLI_RECORD.validate(frame)
+    CLI_RECORD.validate({**frame, "faces": [{**face, "id": 1}]})
+
+
+def _write_video(path, image, frames=5, shift=2):
+    height, width = image.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (width, height))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(cv2.warpAffine(image, np.float32([[1, 0, i * shift], [0, 1, 0]]), (width, height)))
+    writer.release()
+    return path
+
+
+def test_video_is_tracked_fused_and_annotated_as_a_video(test_data, tmp_path):
+    video = _write_video(tmp_path / "clip.avi", cv2.imread(str(test_data / PHOTO)))
+    result = demoprof("profile", str(video), "--model", "tiny", "--detectors", "haar", "--json", "--no-progress",
+                      "--min-face-size", "16", "--annotate", str(tmp_path / "annotated.mp4"),
+                      "--text-cache-dir", str(tmp_path / "text"))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    for record in records:
+        CLI_RECORD.validate(record)
+    assert [r["frame"] for r in records] == [0, 1, 2, 3, 4] and {r["source"] for r in records} == {str(video)}
+    assert records[0]["faces"] == []  # the node's min_hits = 2: a face is reported from its second frame on
+    seen = {}
+    for r in records[1:]:
+        for face in r["faces"]:
+            seen.setdefault(face["id"], []).append((r["frame"], face["frames_fused"]))
+    steady = [track for track in seen.values() if [f for f, _ in track] == [1, 2, 3, 4]]
+    assert len(steady) >= 3, seen  # the same ids through the clip ...
+    assert all([n for _, n in track] == [2, 3, 4, 5] for track in steady)  # ... fusing every frame
+    capture = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 5
+    assert list((tmp_path / "text").glob("*.safetensors"))  # caption embeddings only ...
+    assert not list((tmp_path / "text").glob("*.jpg")) and "0 from the cache" in result.stderr
+
+
+def _main(argv, capsys):
+    from demoprof_ros.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr()
+
+
+def test_folder_reports_skipped_files_and_profiles_videos(test_data, tmp_path, capsys, caplog):
+    shutil.copy(test_data / PHOTO, tmp_path / "a.jpg")
+    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
+    (tmp_path / "notes.txt").write_text("x")
+    _write_video(tmp_path / "clip.avi", cv2.imread(str(test_data / PHOTO)), frames=2)
+    code, out = _main(["profile", str(tmp_path), "--model", "tiny", "--detectors", "haar", "--json",
+                       "--no-progress", "--no-text-cache", "--min-face-size", "16",
+                       "--annotate", str(tmp_path / "out")], capsys)
+    assert code == 0, out.err
+    records = [json.loads(line) for line in out.out.splitlines()]
+    for record in records:
+        CLI_RECORD.validate(record)
+    skipped = {os.path.basename(r["source"]): r["reason"] for r in records if r["schema"].endswith("skipped")}
+    assert set(skipped) == {"anim.gif", "notes.txt"} and ".gif" in skipped["anim.gif"]
+    assert "anim.gif" in caplog.text  # said on stderr too
+    frames = [(os.path.basename(r["source"]), r["frame"]) for r in records if r["schema"].endswith("profile")]
+    assert frames == [("a.jpg", None), ("clip.avi", 0), ("clip.avi", 1)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "clip.mp4"]
+
+
+@pytest.mark.parametrize("files, needle", [([], "it is empty"), (["x.gif", "y.txt"], "skipped 2 unsupported")])
+def test_folder_without_images_is_a_usage_error(tmp_path, capsys, files, needle):
+    for name in files:
+        (tmp_path / name).write_text("x")
+    code, out = _main(["profile", str(tmp_path), "--model", "tiny", "--json"], capsys)
+    assert code == 2 and needle in out.err and out.out == ""
+
+
+def test_text_cache_makes_the_second_start_reuse_the_embeddings(test_data, tmp_path, capsys, caplog):
+    argv = ["profile", str(test_data / PHOTO), "--model", "tiny", "--detectors", "haar", "--json",
+            "--text-cache-dir", str(tmp_path / "text")]
+    first = _main(argv, capsys)
+    second = _main(argv, capsys)
+    assert first[0] == second[0] == 0
+    assert "caption embeddings: 0 from the cache, 4 computed" in caplog.text
+    assert "caption embeddings: 4 from the cache, 0 computed" in caplog.text
+    assert json.loads(first[1].out)["faces"] == json.loads(second[1].out)["faces"]  # identical results
+    assert len(list((tmp_path / "text").glob("*.safetensors"))) == 4
 
 
 def test_profile_table_and_switched_off_race(test_data):
@@ -78,3 +192,23 @@ def test_missing_input_is_reported(tmp_path):
 def test_help_lists_subcommands():
     result = demoprof("--help")
     assert result.returncode == 0 and "profile" in result.stdout and "models" in result.stdout
+
+
+@pytest.mark.parametrize("text, profiler, tracking", [
+    ("model: tiny\ntracking:\n  min_hits: 1\n", {"model": "tiny"}, {"min_hits": 1}),
+    ("/**/profiler_node:\n  ros__parameters:\n    model: tiny\n    autostart: true\n    tracking:\n      window: 4\n",
+     {"model": "tiny"}, {"window": 4}),
+])
+def test_config_file_carries_tracking_settings(tmp_path, text, profiler, tracking):
+    from demoprof_ros.cli.profile import load_config_file
+
+    (tmp_path / "c.yaml").write_text(text)
+    assert load_config_file(tmp_path / "c.yaml") == (profiler, tracking)
+
+
+def test_shipped_params_file_gives_the_node_tracking_defaults():
+    from demoprof_ros.cli.profile import load_config_file
+    from demoprof_ros.core.tracking import TrackerConfig
+
+    _, tracking = load_config_file(ROOT / "config" / "profiler.yaml")
+    assert TrackerConfig.from_dict(tracking) == TrackerConfig()

@@ -22,6 +22,7 @@ from .prompts import load_prompts, prompts_from_dict
 from .results import DetectionDrops, FaceProfile
 from .scorer import ZeroShotScorer, validate_attributes
 from .taxonomy import ATTRIBUTE_NAMES
+from .text_cache import TextEmbeddingCache
 
 DTYPES = ("fp32", "fp16", "bf16")
 DETECTORS = available_backends()  # scrfd, yunet, mtcnn, blazeface, haar
@@ -157,14 +158,19 @@ class Profiler:
         self._logged_at: float | None = None
 
     @classmethod
-    def from_config(cls, cfg: ProfilerConfig, logger: logging.Logger | None = None) -> "Profiler":
-        """Load the model and detector the config names (weights from local files only)."""
+    def from_config(cls, cfg: ProfilerConfig, logger: logging.Logger | None = None,
+                    text_cache_dir: str | None = None) -> "Profiler":
+        """Load the model and detector the config names (weights from local files only).
+
+        text_cache_dir: keep caption embeddings on disk there (text_cache.py; the CLI's default), None = off.
+        """
         loaded = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, models_dir=cfg.models_dir or None)
+        text_cache = TextEmbeddingCache.for_model(loaded, text_cache_dir) if text_cache_dir is not None else None
         # A fine-tuned checkpoint was trained on its own captions: score with those unless told otherwise.
         prompts = (load_prompts(cfg.prompts_file) if cfg.prompts_file
                    else prompts_from_dict(loaded.meta.get("prompts")))
         scorer = ZeroShotScorer(loaded, prompts, attributes=cfg.attributes, min_confidence=cfg.min_confidence,
-                                joint_top_k=cfg.joint_top_k, batch_size=cfg.batch_size)
+                                joint_top_k=cfg.joint_top_k, batch_size=cfg.batch_size, text_cache=text_cache)
         detector = build_detector(cfg.detectors, models_dir=cfg.models_dir or None, scrfd_path=cfg.scrfd_path,
                                   yunet_path=cfg.yunet_path, score_threshold=cfg.detection_threshold,
                                   min_face_size=cfg.min_face_size, max_faces=cfg.max_faces, logger=logger,

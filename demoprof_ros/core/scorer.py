@@ -77,7 +77,7 @@ class ZeroShotScorer:
 
     def __init__(self, loaded: LoadedModel, prompts: PromptSet | None = None,
                  attributes: Sequence[str] = ATTRIBUTE_NAMES, min_confidence: float = 0.4,
-                 joint_top_k: int = 3, batch_size: int = 32) -> None:
+                 joint_top_k: int = 3, batch_size: int = 32, text_cache: Any = None) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if joint_top_k < 0 or batch_size < 1:
@@ -88,6 +88,9 @@ class ZeroShotScorer:
         self.min_confidence = min_confidence
         self.joint_top_k = joint_top_k
         self.batch_size = batch_size
+        # Optional on-disk cache of caption embeddings (text_cache.TextEmbeddingCache), valid only for the
+        # weights the model was loaded with: refresh_text() drops it.
+        self.text_cache = text_cache
         self.descriptions: list[Description] = descriptions(self.attributes) if self.attributes else []
         self._heads: dict[str, torch.Tensor] | None = None
         self._joint_head: torch.Tensor | None = None
@@ -107,6 +110,10 @@ class ZeroShotScorer:
     @torch.inference_mode()
     def encode_ensembles(self, ensembles: Sequence[Sequence[str]]) -> torch.Tensor:
         """One normalised embedding per ensemble: the re-normalised mean of its normalised captions."""
+        if self.text_cache is not None:
+            cached = self.text_cache.get(ensembles)
+            if cached is not None:
+                return cached.to(self.device)
         flat = [text for ensemble in ensembles for text in ensemble]
         tokens = self.loaded.tokenizer(flat).to(self.device)
         chunks = [encode_text_trimmed(self.loaded.model, tokens[i:i + 256], normalize=True)
@@ -117,10 +124,14 @@ class ZeroShotScorer:
             mean = embeddings[start:start + len(ensemble)].mean(dim=0)
             out.append(mean / mean.norm())
             start += len(ensemble)
-        return torch.stack(out)
+        result = torch.stack(out)
+        if self.text_cache is not None:
+            self.text_cache.put(ensembles, result)
+        return result
 
     def refresh_text(self) -> None:
         """Forget cached text embeddings (after the text tower was changed, e.g. by fine-tuning)."""
+        self.text_cache = None  # keyed by the weights as loaded, which no longer hold
         self._heads = None
         self._joint_head = None
 

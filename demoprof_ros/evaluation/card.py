@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..core.outputs import output_file_arg
+from .baselines import baseline_cells, class_order, group_order
+
 REQUIRED_SECTIONS = ("Model details", "Intended use", "Out-of-scope uses", "Evaluation data", "Results",
                      "Per-group results", "Calibration", "Known limits", "Ethical and legal considerations")
 
@@ -92,6 +95,12 @@ def _acc_ci(acc: float | None, n: int) -> str:
     return f"{_pct(acc)} [{_pct(lo)}, {_pct(hi)}]"
 
 
+def _with_baselines(metrics: Mapping[str, Any], n_classes: int) -> str:
+    """'major / chance | F1 | major / chance |': the rest of a results row, baselines beside each score."""
+    base_acc, base_f1 = baseline_cells(metrics, n_classes or None)
+    return f"{base_acc} | {_pct(metrics.get('macro_f1'))} | {base_f1} |"
+
+
 def load_results(path: str | Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None, Path]:
     """(results or None, checkpoint meta or None, folder) from results.json, its folder, or a checkpoint folder."""
     path = Path(path)
@@ -159,7 +168,8 @@ def _model_details(model: Mapping[str, Any], meta: Mapping[str, Any], name: str)
         lines.append(f"- Optimiser: {json.dumps(meta['optimizer'])}")
     for key in ("seed", "best_epoch", "best_score", "selection", "stopped_early", "package_version", "created"):
         if meta.get(key) is not None:
-            lines.append(f"- {key.replace('_', ' ')}: {meta[key]}")
+            value = round(meta[key], 4) if isinstance(meta[key], float) else meta[key]
+            lines.append(f"- {key.replace('_', ' ')}: {value}")
     train_data = meta.get("training_data")
     if train_data is None and isinstance(meta.get("data"), dict):  # a checkpoint's own meta.json
         train_data = {p: {k: v for k, v in (meta["data"].get(p) or {}).items() if k in ("sources", "n", "split")}
@@ -173,7 +183,8 @@ def _model_details(model: Mapping[str, Any], meta: Mapping[str, Any], name: str)
                 text += f" (fingerprint {info['fingerprint']})"
             lines.append(text)
             for attribute, counts in (info.get("labels") or {}).items():
-                lines.append(f"  - {attribute}: " + ", ".join(f"{k or 'unknown'} {v}" for k, v in counts.items()))
+                lines.append(f"  - {attribute}: " + ", ".join(f"{k or 'unknown'} {counts[k]}"
+                                                              for k in class_order(attribute, counts)))
     elif not meta.get("untrained") and base in ("clip", "farl"):
         lines.append("- Training data: the base model's pre-training data only (zero-shot use).")
     return lines
@@ -203,18 +214,22 @@ def _evaluation_data(datasets: Mapping[str, Any]) -> list[str]:
 def _results(datasets: Mapping[str, Any]) -> list[str]:
     if not datasets:
         return ["No results."]
-    lines = ["| data set | attribute | n | accuracy [95 % CI] | macro F1 |", "|---|---|---:|---|---:|"]
+    lines = ["Baselines: *majority* always answers the most frequent class of the set, *chance* answers "
+             "uniformly at random (expected value); a score is only worth something above both.", "",
+             "| data set | attribute | n | accuracy [95 % CI] | majority / chance acc. | macro F1 | "
+             "majority / chance F1 |", "|---|---|---:|---|---:|---:|---:|"]
     for ds_name, ds in datasets.items():
         for a, e in ds.get("attributes", {}).items():
             m = e.get("metrics") or {}
             lines.append(f"| {ds_name} | {a} | {e.get('n', 0)} | {_acc_ci(m.get('accuracy'), e.get('n', 0))} | "
-                         f"{_pct(m.get('macro_f1'))} |")
+                         + _with_baselines(m, len(e.get("vocabulary") or m.get("classes") or ())))
         for key in ("joint", "joint_coarse"):
             j = ds.get(key)
             if j and j.get("metrics"):
                 label = "full description" + (" (coarse)" if key == "joint_coarse" else "")
                 lines.append(f"| {ds_name} | {label} ({j['n_descriptions']}-way) | {j['n']} | "
-                             f"{_acc_ci(j['metrics']['accuracy'], j['n'])} | {_pct(j['metrics']['macro_f1'])} |")
+                             f"{_acc_ci(j['metrics']['accuracy'], j['n'])} | "
+                             + _with_baselines(j["metrics"], j["n_descriptions"]))
     return lines
 
 
@@ -231,7 +246,8 @@ def _per_group(datasets: Mapping[str, Any]) -> list[str]:
                             else "groups with enough samples score the same" if not gap["gap"]
                             else f"largest gap {_pct(gap['gap'])} points: {gap['best']} vs {gap['worst']}")
                 lines.append(f"- **{ds_name}, {a} by {grouping}** ({gap_text}): " + "; ".join(
-                    f"{n} {_acc_ci(v['accuracy'], v['n'])} (n={v['n']})" for n, v in groups.items()))
+                    f"{n} {_acc_ci(groups[n]['accuracy'], groups[n]['n'])} (n={groups[n]['n']})"
+                    for n in group_order(grouping, groups)))
     return lines or ["No per-group results (not evaluated, or no group labels)."]
 
 
@@ -262,7 +278,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("card", help="write MODEL_CARD.md from evaluation results",
                               description=__doc__.splitlines()[0])
     p.add_argument("results", help="results.json, the folder holding it, or a fine-tuned checkpoint folder")
-    p.add_argument("--output", help="where to write (default: MODEL_CARD.md beside the results)")
+    p.add_argument("--output", type=output_file_arg("--output", (".md",)),
+                   help="where to write (default: MODEL_CARD.md beside the results)")
     p.set_defaults(func=cmd_card)
 
 

@@ -35,6 +35,7 @@ from ..training.datasets import DatasetError, DatasetReport, Sample, read_datase
 from .coarse import in_vocabulary, merge_descriptions, merge_note
 from .metrics import classification_report, expected_calibration_error, group_report
 from .report import pct as _pct, render_report
+from ..core.outputs import output_dir_arg
 from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
 
 log = logging.getLogger("demoprof.evaluate")
@@ -331,7 +332,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default="auto", help="auto | clip | farl | tiny | checkpoint file or fine-tuned dir")
     parser.add_argument("--data", nargs="+", required=True, metavar="CSV",
                         help="data sets: CSV file,age,gender,race / JSONL / folder with labels.csv / UTKFace folder")
-    parser.add_argument("--output", required=True, metavar="DIR", help="where results.json, report.md, PNGs go")
+    parser.add_argument("--output", required=True, metavar="DIR", type=output_dir_arg("--output"),
+                        help="where results.json, report.md, PNGs go (checked before the model loads)")
     parser.add_argument("--attributes", default=",".join(ATTRIBUTE_NAMES),
                         help="comma-separated subset of age,gender,race")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -366,6 +368,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _fail(f"--attributes: unknown {unknown}; expected a subset of {','.join(ATTRIBUTE_NAMES)}", 2)
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.retrieval_k < 0:
         return _fail("--batch-size and --limit must be >= 1, --retrieval-k >= 0", 2)
+    missing = [str(path) for path in args.data if not Path(path).exists()]
+    if missing:  # before the model loads
+        return _fail(f"--data: not found: {', '.join(missing)}", 2)
     settings = EvalSettings(attributes=attributes, batch_size=args.batch_size, retrieval_k=args.retrieval_k,
                             min_group_size=args.min_group_size, limit=args.limit, progress=args.progress,
                             plots=args.plots)

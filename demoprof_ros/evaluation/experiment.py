@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..core.outputs import output_dir_arg
 from ..core.taxonomy import ATTRIBUTE_NAMES
 from ..training.datasets import DatasetError, Sample, read_dataset, stratified_split
 from .experiment_config import (ZERO_SHOT, ExperimentConfig, ExperimentConfigError, ModelSpec,
@@ -386,7 +387,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("experiment", help="run a train x test grid and write Table-I style results",
                               description=__doc__.splitlines()[0])
     p.add_argument("config", help="experiment YAML (see config/experiments/)")
-    p.add_argument("--output", help="output folder (default: the config's `output`)")
+    p.add_argument("--output", type=output_dir_arg("--output"), help="output folder (default: the config's `output`)")
     p.add_argument("--device", help="override the config's device (cpu | cuda | cuda:N)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done; run nothing")
     p.add_argument("--force-eval", action="store_true", help="re-evaluate cells that already have results")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .baselines import baseline_cells, group_order
+
 
 def pct(value: float | None) -> str:
     """A fraction as a percentage with one decimal ('n/a' for None)."""
@@ -18,7 +20,8 @@ def render_report(results: Mapping[str, Any]) -> str:
         lines.append("- **untrained model (random weights): these numbers only check the pipeline**")
     lines.append(f"- attributes: {', '.join(results['attributes'])}; created {results['created']}")
     lines.append("- images are face crops scored whole (no detector); labels are perceived attributes as "
-                 "annotated in each data set; percentages below")
+                 "annotated in each data set; percentages below; baselines: *majority* always answers the set's "
+                 "most frequent class, *chance* answers at random (expected value)")
     for name, ds in results["datasets"].items():
         lines += ["", f"## {name}", ""]
         lines += _reading(ds)
@@ -52,14 +55,16 @@ def _reading(ds: Mapping[str, Any]) -> list[str]:
 
 
 def _attributes(ds: Mapping[str, Any]) -> list[str]:
-    lines = ["", "| attribute | vocabulary | n | accuracy | macro P | macro R | macro F1 | ECE |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["", "| attribute | vocabulary | n | accuracy | majority / chance acc. | macro P | macro R | macro F1 | "
+                 "majority / chance F1 | ECE |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     notes = []
     for a, e in ds["attributes"].items():
         m = e.get("metrics") or {}
         vocab = f"{len(e['vocabulary'])} classes" + (" (merged)" if e.get("merged") else "")
-        lines.append(f"| {a} | {vocab} | {e['n']} | {pct(m.get('accuracy'))} | {pct(m.get('macro_precision'))}"
-                     f" | {pct(m.get('macro_recall'))} | {pct(m.get('macro_f1'))} | {pct(e.get('ece'))} |")
+        base_acc, base_f1 = baseline_cells(m, len(e["vocabulary"]))
+        lines.append(f"| {a} | {vocab} | {e['n']} | {pct(m.get('accuracy'))} | {base_acc} | "
+                     f"{pct(m.get('macro_precision'))} | {pct(m.get('macro_recall'))} | {pct(m.get('macro_f1'))} | "
+                     f"{base_f1} | {pct(e.get('ece'))} |")
         if e.get("merged"):
             notes.append(f"{a} is scored in this data set's vocabulary ({', '.join(e['vocabulary'])}) by "
                          f"merging the model's probabilities: {e['merged']}.")
@@ -83,6 +88,7 @@ def _joint(j: Mapping[str, Any], title: str) -> list[str]:
                      f"(over the {len(m['macro_classes'])} descriptions that occur), ECE {pct(j['ece'])}. "
                      "Attributes read off the chosen description: " +
                      ", ".join(f"{a} {pct(v)}" for a, v in j["marginal_accuracy"].items()) + ".")
+        lines.append("Majority / chance baselines: accuracy %s, macro F1 %s." % baseline_cells(m, j["n_descriptions"]))
     return lines
 
 
@@ -94,7 +100,8 @@ def _groups(groups: Mapping[str, Any]) -> list[str]:
                 lines.append(f"- {a} accuracy by {grouping}: no row has a known {grouping} "
                              f"({data['left_out']} left out).")
                 continue
-            cells = ", ".join(f"{n} {pct(v['accuracy'])} (n={v['n']})" for n, v in data["groups"].items())
+            cells = ", ".join(f"{n} {pct(data['groups'][n]['accuracy'])} (n={data['groups'][n]['n']})"
+                              for n in group_order(grouping, data["groups"]))
             gap = data["gap"]["accuracy"]
             gap_text = (f"no gap: fewer than two groups with n >= {g['min_count']}" if not gap else
                         f"no gap: the groups with n >= {g['min_count']} score the same" if not gap["gap"]

@@ -28,11 +28,13 @@ import numpy as np
 import torch
 
 from ..core.images import IMAGE_EXTENSIONS, ImageError, load_image
+from ..core.outputs import output_dir_arg, output_file_arg
 from ..core.taxonomy import Description
 
 log = logging.getLogger("demoprof.retrieval")
 
 CACHE_FORMAT = 1
+SHEET_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what matplotlib's savefig writes
 
 
 # --- image embeddings ---------------------------------------------------------------------------------------
@@ -300,19 +302,29 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Rank the images of a folder (face crops, taken whole) by similarity to a description. "
                     "Image embeddings are cached on disk (personal data: the location is printed; --no-cache "
                     "writes nothing).")
-    p.add_argument("query", help='e.g. "a photo of a 60-69 year old Indian man"')
+    p.add_argument("query", type=_query, help='e.g. "a photo of a 60-69 year old Indian man"')
     p.add_argument("--images", required=True, help="folder of face images (searched recursively) or one image")
     p.add_argument("-k", type=int, default=10, help="how many images to return (default 10)")
     p.add_argument("--model", default="auto", help="auto | farl | clip | tiny | checkpoint file or fine-tuned folder")
     p.add_argument("--models-dir", help="folder with downloaded weights")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--sheet", metavar="OUT.png", help="also draw the top-k as a contact sheet (writes face images)")
-    p.add_argument("--cache-dir", help=f"embedding cache folder (default {default_cache_dir()})")
+    p.add_argument("--sheet", metavar="OUT.png", type=output_file_arg("--sheet", SHEET_SUFFIXES),
+                   help="also draw the top-k as a contact sheet (writes face images)")
+    p.add_argument("--cache-dir", type=output_dir_arg("--cache-dir"),
+                   help=f"embedding cache folder (default {default_cache_dir()})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached embeddings")
     p.add_argument("--json", action="store_true", help="print the hits as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_retrieve)
+
+
+def _query(text: str) -> str:
+    """argparse `type=` of the query: an empty or blank description is a usage error, not a random ranking."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the query is empty; give a description such as "
+                                         "\"a photo of a 60-69 year old Indian man\"")
+    return text
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ import sys
 from typing import Any, Sequence
 
 from ..core.models import ModelLoadError
+from ..core.outputs import OutputPathError, check_output_dir
 from .config import ARG_KEYS, TrainConfig, TrainConfigError, add_arguments, load_config
 from .data import prepare_data
 from .datasets import DatasetError
@@ -69,12 +70,22 @@ def run(cfg: TrainConfig) -> tuple[list[RunResult], dict[str, Any]]:
 def cmd_train(args: argparse.Namespace) -> int:
     """`demoprof train`: exit 0 done, 2 bad settings or data, 1 the run failed."""
     overrides = {k: getattr(args, k, None) for k in ARG_KEYS}
+    cfg = None
     try:
         cfg = load_config(args.config, overrides)
+        check_output_dir(cfg.output, "output")  # before the data is read and the model loaded
+        if cfg.cache:
+            check_output_dir(cfg.cache, "cache")
         results, summary = run(cfg)
-    except (TrainConfigError, DatasetError, ModelLoadError, MIMError) as exc:
+    except (TrainConfigError, DatasetError, ModelLoadError, MIMError, OutputPathError) as exc:
         print(f"demoprof train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Each finished epoch is already on disk (resume.pt and the best model.safetensors, written atomically).
+        where = f" in {cfg.output}" if cfg is not None else ""
+        print(f"\ndemoprof train: interrupted; finished epochs are kept{where} (continue with --resume)",
+              file=sys.stderr)
+        return 130
     except (RuntimeError, FloatingPointError, OSError) as exc:
         print(f"demoprof train: failed: {exc}", file=sys.stderr)
         return 1
