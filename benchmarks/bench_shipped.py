@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine_line  # noqa: E402
+from _common import ROOT, machine_info, machine_line  # noqa: E402
 
 from demoprof_ros.core.images import load_image  # noqa: E402
 from demoprof_ros.core.taxonomy import CLASSES, age_group  # noqa: E402
@@ -70,10 +70,18 @@ def crops_bgr(samples) -> list[np.ndarray]:
     return [np.ascontiguousarray(load_image(s.path)[:, :, ::-1]) for s in samples]
 
 
-def our_labels(scorer, crops) -> dict[str, list[str]]:
-    emb = scorer.encode_images(crops)
+def labels_of(scorer, emb: torch.Tensor) -> dict[str, list[str]]:
     probs = scorer.attribute_probs(emb.to(torch.float32))
     return {a: [CLASSES[a][i] for i in p.float().argmax(dim=1).tolist()] for a, p in probs.items()}
+
+
+def majority(samples) -> dict[str, float]:
+    """Accuracy of always answering the most frequent label, per attribute (the floor to beat)."""
+    out = {}
+    for a in CLASSES:
+        labels = [s.labels.get(a) for s in samples if s.labels.get(a) is not None]
+        out[a] = max(labels.count(x) for x in set(labels)) / len(labels) if labels else None
+    return out
 
 
 def accuracy(pred, truth, rows) -> tuple[float | None, int]:
@@ -120,21 +128,28 @@ def main() -> int:
                    help="folder of the peer's per-row results (JSON lines, reused when present)")
     p.add_argument("--limit", type=int, default=0, help="rows per CSV (0 = all)")
     p.add_argument("--speed-images", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (say which in the docs)")
+    p.add_argument("--bf16-images", type=int, default=500, help="rows per test set scored in bf16 too")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "shipped" / "bench_shipped.json")
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     scorer = make_scorer(args.model)
     scorer_bf16 = make_scorer(args.model, dtype="bf16")
-    report = {"machine": machine_line(), "model": scorer.loaded.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    info = machine_info()
+    report = {"machine": info, "machine_line": machine_line(info), "model": scorer.loaded.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "sets": {}}
     settings = EvalSettings(retrieval_k=0, progress=False, plots=False, batch_size=64)
     for name, files in SETS.items():
         samples, csvs = samples_of(args.splits, files, args.limit)
         crops = crops_bgr(samples)
-        ours = our_labels(scorer, crops)
-        ours16 = our_labels(scorer_bf16, crops)
-        entry = {"eval": evaluate_samples(scorer, samples, settings, name=name),
-                 "bf16_agreement": {a: float(np.mean([x == y for x, y in zip(ours[a], ours16[a])])) for a in ours}}
+        emb = scorer.encode_images(crops)   # once: the eval metrics and the comparison use the same embeddings
+        ours = labels_of(scorer, emb)
+        few = slice(0, min(len(crops), args.bf16_images))
+        ours16 = labels_of(scorer_bf16, scorer_bf16.encode_images(crops[few]))
+        entry = {"eval": evaluate_samples(scorer, samples, settings, name=name, embeddings=emb),
+                 "bf16_agreement": {a: float(np.mean([x == y for x, y in zip(ours[a][few], ours16[a])]))
+                                    for a in ours},
+                 "bf16_images": len(ours16["gender"]), "majority": majority(samples)}
         try:
             peer = peer_rows(args.peer_python, csvs, args.limit, args.peer_results)
             entry["vs_peer"] = compare(samples, ours, peer)
@@ -149,10 +164,47 @@ def main() -> int:
             "ours_bf16_batch32": speed(scorer_bf16, sample_crops, 32)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in report.items() if k != "sets"}, indent=1))
-    for name, entry in report["sets"].items():
-        print(name, json.dumps(entry.get("vs_peer"), default=str), json.dumps(entry["bf16_agreement"]))
+    print(markdown(report))
     return 0
+
+
+def _pct(value) -> str:
+    return "-" if value is None or value[0] is None else f"{100 * value[0]:.1f} (n={value[1]})"
+
+
+def markdown(report: dict) -> str:
+    """The tables docs/evaluation.md and the model card quote."""
+    lines = [f"Machine: {report['machine_line']}", "",
+             "| test set | attribute | ours, all rows | ours, rows the peer's detector found | peer, found only "
+             "| peer, misses counted wrong | peer, crop given (no detector) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, entry in report["sets"].items():
+        vs = entry.get("vs_peer")
+        if not isinstance(vs, dict):
+            lines.append(f"| {name} | - | {vs} | | | | |")
+            continue
+        for a in ("gender", "age"):
+            r = vs[a]
+            lines.append(f"| {name} ({vs['peer_found']}/{vs['n']} found) | {a} | {_pct(r['ours_all'])} | "
+                         f"{_pct(r['ours_on_peer_found'])} | {_pct(r['peer_found_only'])} | "
+                         f"{_pct(r['peer_misses_wrong'])} | {_pct(r['peer_crop'])} |")
+    lines += ["", "| test set | attribute | accuracy | majority class | macro-F1 | ECE | fp32 vs bf16 label agreement |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for name, entry in report["sets"].items():
+        for a, e in entry["eval"]["attributes"].items():
+            m = e.get("metrics") or {}
+            lines.append(f"| {name} | {a} ({e['n']} rows{', ' + e['merged'] if e.get('merged') else ''}) | "
+                         f"{100 * m.get('accuracy', float('nan')):.1f} | {100 * (entry['majority'][a] or float('nan')):.1f} | "
+                         f"{100 * m.get('macro_f1', float('nan')):.1f} | "
+                         f"{100 * (e.get('ece') or float('nan')):.1f} | "
+                         f"{100 * entry['bf16_agreement'][a]:.1f} (n={entry['bf16_images']}) |")
+    lines += ["", "| images/s (CPU) | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in report["speed_images_per_s"].items()]
+    for name, entry in report["sets"].items():
+        if "peer_s_per_image" in entry:
+            t = entry["peer_s_per_image"]
+            lines.append(f"| peer on {name}, own detector + nets, per image | {1 / t['detect_s']:.1f} |")
+            lines.append(f"| peer on {name}, crop given, per image | {1 / t['crop_s']:.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

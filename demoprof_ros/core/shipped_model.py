@@ -31,8 +31,9 @@ def find_shipped(models_dir: Path | None = None, package_copies: bool = True) ->
 
     An explicitly given models_dir is searched alone, so a caller that points at its own folder gets only what
     is there (the tiny fallback included)."""
-    roots = (models_dir, PACKAGE_MODELS, _share_models()) if package_copies else (models_dir,)
-    for root in roots:
+    roots = (lambda: models_dir, lambda: PACKAGE_MODELS, _share_models) if package_copies else (lambda: models_dir,)
+    for where in roots:  # lazily: the ament index is only asked when the checkout has no copy
+        root = where()
         if root is not None and (Path(root) / SHIPPED_NAME / "model.safetensors").is_file():
             return Path(root) / SHIPPED_NAME
     return None
@@ -46,7 +47,7 @@ def _share_models() -> Path | None:
         return None
     try:
         return Path(get_package_share_directory("demoprof_ros")) / "models"
-    except (PackageNotFoundError, ValueError):
+    except (PackageNotFoundError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset
         return None
 
 
