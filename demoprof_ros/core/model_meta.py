@@ -50,12 +50,17 @@ MODEL_CFG_SCHEMA: dict[str, Any] = {
     "properties": {
         "embed_dim": _int(1, 4096),
         "quick_gelu": {"type": "boolean"},
-        "vision_cfg": {
+        "vision_cfg": {"oneOf": [{
             "type": "object", "additionalProperties": False, "required": ["layers", "width", "patch_size"],
             "properties": {"image_size": _SIZE, "layers": _int(1, 48), "width": _int(8, 4096),
                            "head_width": _int(8, 512), "patch_size": _int(1, 64),
                            "mlp_ratio": {"type": "number", "minimum": 0.25, "maximum": 16}},
-        },
+        }, {  # a timm image tower (the shipped model, core/shipped_model.py); never downloads weights at load
+            "type": "object", "additionalProperties": False, "required": ["timm_model_name"],
+            "properties": {"image_size": _SIZE, "timm_model_name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+                           "timm_model_pretrained": {"const": False}, "timm_pool": {"enum": ["avg", "max", ""]},
+                           "timm_proj": {"enum": ["linear", "mlp", "none", ""]}},
+        }]},
         "text_cfg": {
             "type": "object", "additionalProperties": False, "required": ["layers", "width", "heads"],
             "properties": {"context_length": _int(1, 77), "vocab_size": _int(1, 49408),

@@ -24,6 +24,7 @@ from . import models
 from .checkpoints import OPENAI_CLIP_SHA256, sha256_file
 from .model_meta import fix_for
 from .models import ModelLoadError
+from .shipped_model import SHIPPED_LICENCE, SHIPPED_NAME, find_shipped
 
 MANIFEST = "manifest.json"
 
@@ -270,6 +271,11 @@ def status(models_dir: str | Path | None = None) -> list[dict]:
     for directory in models.find_finetuned(mdir):
         rows.append({"name": directory.name, "title": "fine-tuned checkpoint", "present": True,
                      "path": str(directory), "sha256": None, "licence": "as its base model", "fix": None})
+    shipped = find_shipped(mdir, package_copies=models_dir is None)
+    if shipped is not None:
+        rows.append({"name": "shipped", "title": f"{SHIPPED_NAME}, trained here (used by auto without CLIP/FaRL)",
+                     "present": True, "path": str(shipped), "sha256": models.read_meta(shipped).get("sha256"),
+                     "licence": SHIPPED_LICENCE, "fix": None, "note": f"licence: {SHIPPED_LICENCE}"})
     return rows
 
 
@@ -357,4 +363,6 @@ def _cmd_list(args) -> int:
         print(f"  {row['name']:<12} {state:<8} {row['path']}{hint}")
         if row["present"] and row["sha256"]:
             print(f"  {'':<12} {'':<8} sha256 {row['sha256']}")
+        if row.get("note"):
+            print(f"  {'':<12} {'':<8} {row['note']}")
     return 0

@@ -31,6 +31,7 @@ from .model_meta import (  # noqa: F401 - re-exported
     MODEL_CFG_SCHEMA, expected_shapes, known_configs, meta_problem, model_config,
 )
 from .model_meta import fix_for as _fix
+from .shipped_model import SHIPPED_NAME, find_shipped
 from .transforms import OPENAI_MEAN, OPENAI_STD
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ CHECKPOINT_FILE = "model.safetensors"
 META_FILE = "meta.json"
 CHECKPOINT_FORMAT = "demoprof-checkpoint/1"
 
-NAMED_SPECS = ("auto", "clip", "farl", *TINY_ALIASES)
+NAMED_SPECS = ("auto", "clip", "farl", "shipped", *TINY_ALIASES)
 TINY_SEED = 0
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -199,16 +200,17 @@ def find_finetuned(models_dir: Path) -> list[Path]:
     """Fine-tuned checkpoint directories in models_dir, newest first."""
     if not models_dir.is_dir():
         return []
-    dirs = [d for d in models_dir.iterdir() if d.is_dir() and (d / CHECKPOINT_FILE).is_file()]
+    dirs = [d for d in models_dir.iterdir() if d.is_dir() and (d / CHECKPOINT_FILE).is_file()
+            and d.name != SHIPPED_NAME]  # the shipped model is the last resort, not a user's fine-tuned run
     return sorted(dirs, key=lambda d: (d / CHECKPOINT_FILE).stat().st_mtime, reverse=True)
 
 
 def load_model(spec: str | Path = "auto", device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32",
                models_dir: str | Path | None = None, allow_unsafe: bool = False) -> LoadedModel:
-    """Load `spec`: "auto" | "clip" | "farl" | "tiny" | "tiny-64" | "tiny-224" | a checkpoint file | a fine-tuned dir.
+    """Load `spec`: "auto" | "clip" | "farl" | "shipped" | "tiny" | "tiny-64" | "tiny-224" | a file | a fine-tuned dir.
 
     "auto" takes the best present in models_dir: FaRL, then CLIP, then the newest fine-tuned dir, then the
-    untrained tiny model (with a loud warning).
+    model shipped with the package (core/shipped_model.py), then the untrained tiny model (loud warning).
     """
     if spec is None or (isinstance(spec, str) and spec.strip() in ("", "~")):
         raise ModelLoadError(f"no model given ({spec!r}; a YAML null?); expected one of {', '.join(NAMED_SPECS)}, "
@@ -224,6 +226,12 @@ def load_model(spec: str | Path = "auto", device: str | torch.device = "cpu", dt
                 f"{MODEL_TITLES[spec]} weights not found in {mdir} (looked for {', '.join(MODEL_FILES[spec])}); "
                 f"expected one of those files there (or set $DEMOPROF_MODELS / models_dir). Fix: {_fix(spec)}")
         return _from_checkpoint(read_checkpoint(path, spec, allow_unsafe), spec, dev, dt)
+    if isinstance(spec, str) and spec == "shipped":
+        shipped = find_shipped(mdir, package_copies=models_dir is None)
+        if shipped is None:
+            raise ModelLoadError(f"the shipped model ({SHIPPED_NAME}) is not installed in {mdir} nor next to the "
+                                 f"package; expected {SHIPPED_NAME}/{CHECKPOINT_FILE}. Fix: `make shipped-model`")
+        return _load_dir(shipped, dev, dt, allow_unsafe)
     if isinstance(spec, str) and spec == "auto":
         for kind in ("farl", "clip"):
             path = find_model_file(kind, mdir)
@@ -234,6 +242,10 @@ def load_model(spec: str | Path = "auto", device: str | torch.device = "cpu", dt
         if finetuned:
             log.info("auto model: fine-tuned %s", finetuned[0])
             return _load_dir(finetuned[0], dev, dt, allow_unsafe)
+        shipped = find_shipped(mdir, package_copies=models_dir is None)
+        if shipped is not None:
+            log.info("auto model: the shipped %s (no CLIP/FaRL weights in %s)", SHIPPED_NAME, mdir)
+            return _load_dir(shipped, dev, dt, allow_unsafe)
         log.warning("no model weights in %s; falling back to the untrained tiny model. Fix: %s", mdir, _fix("farl"))
         return load_tiny("tiny", dev, dt)
     path = Path(spec).expanduser()

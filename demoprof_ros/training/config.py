@@ -35,6 +35,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     attributes: list[str] = field(default_factory=lambda: list(ATTRIBUTE_NAMES))
+    coarse_labels: str = "omit"   # omit | sample: caption UTKFace 'Asian'/'Others' rows without race, or with a drawn fine class
     prompts_file: str = ""
     output: str = "runs/finetune"
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -115,6 +116,7 @@ class TrainConfig:
         need(self.mim_kmeans_vectors >= self.mim_codebook_size, "mim_kmeans_vectors", ">= mim_codebook_size")
         need(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", ">= 0 (0 = whole epochs)")
         need(self.workers >= 0, "workers", ">= 0")
+        need(self.coarse_labels in ("omit", "sample"), "coarse_labels", "omit or sample")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

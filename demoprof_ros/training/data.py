@@ -16,7 +16,7 @@ import torch
 from ..core.prompts import PromptSet
 from .config import TrainConfig
 from .datasets import (DatasetError, FaceImageDataset, Sample, captions_for, description_of, fingerprint,
-                       label_counts, read_dataset, stratified_split)
+                       has_coarse_label, label_counts, read_dataset, stratified_split)
 from .distributed import Dist, subseed
 
 log = logging.getLogger("demoprof.train")
@@ -57,7 +57,12 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
         except ValueError as exc:
             raise DatasetError(f"cannot split a validation set off the training data: {exc}") from None
         split = f"stratified by {'/'.join(keys)}, fraction {cfg.val_fraction}, seed {cfg.split_seed}"
-    usable = [s for s in train if s.caption or description_of(s, cfg.attributes).as_dict()]
+    usable = [s for s in train if s.caption or description_of(s, cfg.attributes, cfg.coarse_labels).as_dict()]
+    coarse = sum(1 for s in usable if not s.caption and has_coarse_label(s, cfg.attributes))
+    if coarse:
+        log.warning("%d training samples have a coarse label (e.g. UTKFace Asian/Others): %s (coarse_labels: %s)",
+                    coarse, "captioned without that attribute" if cfg.coarse_labels == "omit"
+                    else "captioned with one of its fine classes, drawn per caption", cfg.coarse_labels)
     if len(usable) < len(train):
         log.warning("%d training samples have neither a caption nor a label for %s; left out of training",
                     len(train) - len(usable), "/".join(cfg.attributes))
@@ -66,6 +71,7 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     info = {
         "train": {"sources": list(cfg.train), "n": len(usable), "fingerprint": fingerprint(usable),
                   "reports": train_reports, "left_out_unlabelled": len(train) - len(usable),
+                  "coarse_labelled": coarse, "coarse_labels": cfg.coarse_labels,
                   "labels": label_counts(usable)},
         "val": {"sources": list(cfg.val), "split": split, "n": len(val), "fingerprint": fingerprint(val),
                 "reports": val_reports, "labels": label_counts(val)},
@@ -79,12 +85,13 @@ class Captioner:
     Picklable; each DataLoader worker reseeds its copy (`seed_worker`), the main process per epoch.
     """
 
-    def __init__(self, prompts: PromptSet, attributes: Sequence[str], seed: int | None) -> None:
-        self.prompts, self.attributes = prompts, tuple(attributes)
+    def __init__(self, prompts: PromptSet, attributes: Sequence[str], seed: int | None,
+                 coarse: str = "omit") -> None:
+        self.prompts, self.attributes, self.coarse = prompts, tuple(attributes), coarse
         self.rng = random.Random(seed) if seed is not None else None
 
     def __call__(self, sample: Sample) -> str:
-        return captions_for(sample, self.prompts, self.rng, self.attributes)
+        return captions_for(sample, self.prompts, self.rng, self.attributes, self.coarse)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -141,7 +148,7 @@ def make_loaders(cfg: TrainConfig, data: TrainData, image_size: int, prompts: Pr
         log.warning("batch size lowered from %d to %d (only %d training samples per process)",
                     cfg.batch_size, batch_size, per_rank)
     cache_dir = cfg.cache or None
-    captioner = Captioner(prompts, cfg.attributes, seed=subseed(seed, env.rank))
+    captioner = Captioner(prompts, cfg.attributes, seed=subseed(seed, env.rank), coarse=cfg.coarse_labels)
     train_set = FaceImageDataset(data.train, image_size, captioner=captioner, cache_dir=cache_dir,
                                  write_cache=env.main)
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank,

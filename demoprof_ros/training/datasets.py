@@ -34,8 +34,8 @@ from torch.utils.data import Dataset
 
 from ..core.images import ImageError, load_image
 from ..core.prompts import PromptSet
-from ..core.taxonomy import (ATTRIBUTE_NAMES, CLASSES, UNMAPPABLE, UTKFACE_GENDER, UTKFACE_RACE, Description,
-                       LabelError, age_group, normalize_label)
+from ..core.taxonomy import (ATTRIBUTE_NAMES, CLASSES, COARSE_CLASSES, UNMAPPABLE, UTKFACE_GENDER, UTKFACE_RACE,
+                             Description, LabelError, age_group, normalize_label)
 from ..core.transforms import stack_uint8
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -311,21 +311,40 @@ def fingerprint(samples: Iterable[Sample]) -> str:
 # --- captions ------------------------------------------------------------------------------------------------
 
 
-def description_of(sample: Sample, attributes: Iterable[str] = ATTRIBUTE_NAMES) -> Description:
-    """The sample's description over `attributes`, only where it has a fine class (coarse/unknown -> None).
+COARSE_MODES = ("omit", "sample")
 
-    Switched-off attributes never appear, so a caption cannot mention what the user turned off."""
+
+def description_of(sample: Sample, attributes: Iterable[str] = ATTRIBUTE_NAMES,
+                   coarse: str = "omit", rng: random.Random | None = None) -> Description:
+    """The sample's description over `attributes` (switched-off attributes never appear).
+
+    A coarse label (UTKFace `Asian` = East or Southeast Asian) is left out with coarse="omit"; with
+    coarse="sample" one of the fine classes it stands for is drawn per call, so the caption still says
+    the race (half of such draws name the wrong one of two neighbours, but none names a far class).
+    """
     enabled = set(attributes)
-    return Description(**{a: v for a, v in sample.labels.items() if a in enabled and a in CLASSES
-                          and v in CLASSES[a]})
+    values = {}
+    for attribute, value in sample.labels.items():
+        if attribute not in enabled or attribute not in CLASSES or value is None:
+            continue
+        if value in CLASSES[attribute]:
+            values[attribute] = value
+        elif coarse == "sample" and value in COARSE_CLASSES.get(attribute, {}):
+            values[attribute] = (rng or random).choice(COARSE_CLASSES[attribute][value])
+    return Description(**values)
+
+
+def has_coarse_label(sample: Sample, attributes: Iterable[str] = ATTRIBUTE_NAMES) -> bool:
+    """True when an enabled attribute carries a coarse label (e.g. UTKFace `Asian`, `Others`)."""
+    return any(sample.labels.get(a) in COARSE_CLASSES.get(a, {}) for a in attributes)
 
 
 def captions_for(sample: Sample, prompts: PromptSet, rng: random.Random | None = None,
-                 attributes: Iterable[str] = ATTRIBUTE_NAMES) -> str:
+                 attributes: Iterable[str] = ATTRIBUTE_NAMES, coarse: str = "omit") -> str:
     """The training caption: the row's own caption when present, else a sampled template (FLYP)."""
     if sample.caption:
         return sample.caption
-    return prompts.caption(description_of(sample, attributes), rng)
+    return prompts.caption(description_of(sample, attributes, coarse, rng), rng)
 
 
 # --- images --------------------------------------------------------------------------------------------------

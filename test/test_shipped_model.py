@@ -1,0 +1,151 @@
+"""The shipped model: ImageNet weight mapping, `auto`/`shipped` picking, the coarse-caption fix, the recipe."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+import helpers_checkpoints as ck
+from demoprof_ros.core import models, shipped_model
+from demoprof_ros.core.models import ModelLoadError, load_model, save_checkpoint
+from demoprof_ros.core.prompts import load_prompts
+from demoprof_ros.core.shipped_model import SHIPPED_NAME, torchvision_to_timm
+from demoprof_ros.training.datasets import Sample, captions_for, description_of
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_DIR = ROOT / "models" / SHIPPED_NAME
+
+
+def _trunk():
+    import timm
+    return timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0).eval()
+
+
+def test_torchvision_weights_map_onto_the_timm_trunk():
+    import torchvision
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        tv = torchvision.models.mobilenet_v2().eval()
+    for m in tv.modules():  # non-trivial BN statistics, so a mis-paired BN would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    trunk = _trunk()
+    missing, unexpected = trunk.load_state_dict(torchvision_to_timm(tv.state_dict(), trunk.state_dict()), strict=False)
+    assert not unexpected and all("num_batches_tracked" in k for k in missing)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(tv.features(x), trunk.forward_features(x), atol=1e-5)
+
+
+def test_mapping_refuses_another_network():
+    import torchvision
+    other = torchvision.models.mobilenet_v3_small().state_dict()
+    with pytest.raises(ValueError, match="not the same net|does not fit"):
+        torchvision_to_timm(other, _trunk().state_dict())
+
+
+def _fake_shipped(root: Path) -> Path:
+    model = ck.tiny_model("tiny-64")
+    return save_checkpoint(root / SHIPPED_NAME, model, ck.tiny_cfg("tiny-64"), {"name": SHIPPED_NAME})
+
+
+@pytest.mark.parametrize("finetuned", [False, True])
+def test_auto_falls_back_to_the_shipped_model(tmp_path, monkeypatch, finetuned):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    monkeypatch.setenv("DEMOPROF_MODELS", str(downloads))
+    monkeypatch.setattr(shipped_model, "PACKAGE_MODELS", tmp_path / "package")
+    monkeypatch.setattr(shipped_model, "_share_models", lambda: None)
+    _fake_shipped(tmp_path / "package")
+    if finetuned:  # a user's own fine-tuned run wins over the shipped model
+        save_checkpoint(downloads / "mine", ck.tiny_model("tiny-64"), ck.tiny_cfg("tiny-64"), {"name": "mine"})
+    assert load_model("auto").name == ("mine" if finetuned else SHIPPED_NAME)
+    assert load_model("shipped").name == SHIPPED_NAME
+    # an explicit models_dir is searched alone: nothing there -> the untrained tiny model
+    assert load_model("auto", models_dir=tmp_path / "empty").name == "tiny-64"
+
+
+def test_shipped_spec_without_the_model_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped_model, "PACKAGE_MODELS", tmp_path)
+    monkeypatch.setattr(shipped_model, "_share_models", lambda: None)
+    with pytest.raises(ModelLoadError, match="make shipped-model"):
+        load_model("shipped", models_dir=tmp_path)
+
+
+@pytest.mark.parametrize("coarse, expected", [("omit", {None}), ("sample", {"East Asian", "Southeast Asian"})])
+def test_coarse_race_captions(coarse, expected):
+    sample = Sample(Path("x.jpg"), {"age": "20-29", "gender": "Female", "race": "Asian"})
+    rng = random.Random(0)
+    races = {description_of(sample, coarse=coarse, rng=rng).race for _ in range(40)}
+    assert races == expected
+    caption = captions_for(sample, load_prompts(None), random.Random(1), coarse=coarse)
+    assert ("asian" in caption.lower()) == (coarse == "sample")
+
+
+def test_recipe_short_run_trains_and_installs(shared_data, tmp_path, monkeypatch):
+    """The rebuild command on a tiny subset (2 steps): splits, ImageNet start, training, test eval, install."""
+    from demoprof_ros.evaluation import shipped_recipe
+    monkeypatch.setenv("DEMOPROF_DATA", str(shared_data))
+    info = shipped_recipe.build(ROOT / "config" / "train_shipped.yaml", tmp_path / "run", limit=16,
+                                overrides={"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8},
+                                install=tmp_path / "models")
+    counts = info["splits"]["counts"]
+    assert counts["utkface_test"] == {"train": 0, "val": 0, "test": 16}
+    assert counts["fairface_val_sample"]["test"] == 8 and counts["utkface_extra"]["test"] == 0
+    train_files = (tmp_path / "run" / "splits" / "train.csv").read_text().splitlines()[1:]
+    test_files = [line for p in (tmp_path / "run" / "splits").glob("test_*.csv") for line in p.read_text().splitlines()[1:]]
+    assert not {r.split(",")[0] for r in train_files} & {r.split(",")[0] for r in test_files}
+    installed = Path(info["installed"])
+    weights = installed / "model.safetensors"
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == info["sha256"]
+    meta = json.loads((installed / "meta.json").read_text())
+    assert meta["data"]["train"]["coarse_labels"] == "sample"
+    loaded = load_model(str(installed))
+    assert loaded.name == SHIPPED_NAME and loaded.image_size == 112
+    assert tuple(loaded.mean) == shipped_model.IMAGENET_MEAN
+    results = json.loads(Path(info["test_results"]).read_text())
+    assert set(results["datasets"]) == {"test_fairface_val_sample", "test_fairface_agegender_540", "test_utkface_test"}
+
+
+@pytest.mark.skipif(not (SHIPPED_DIR / "model.safetensors").is_file(), reason="shipped model not built here")
+def test_the_shipped_files_match_their_card():
+    weights = SHIPPED_DIR / "model.safetensors"
+    assert weights.stat().st_size <= 30 * 2**20
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert digest == json.loads((SHIPPED_DIR / "meta.json").read_text())["sha256"]
+    assert digest in (SHIPPED_DIR / "MODEL_CARD.md").read_text()
+    loaded = models.load_model("shipped")
+    assert loaded.name == SHIPPED_NAME and not loaded.meta.get("untrained")
+
+
+def test_bench_shipped_smoke(shared_data, tmp_path):
+    """bench_shipped.py on 4 rows per test CSV with the tiny model; the peer is absent here, and it says so."""
+    import subprocess
+    import sys
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for name, folder in [("test_fairface_val_sample", "fairface_val_sample"),
+                         ("test_fairface_agegender_540", "fairface_agegender_540"),
+                         ("test_utkface_test", "utkface_crop_part1")]:
+        lines = (shared_data / folder / "labels.csv").read_text().splitlines()
+        header, rows = lines[0].split(",")[:4], [r.split(",")[:4] for r in lines[1:5]]
+        text = ",".join(header) + "\n" + "\n".join(",".join([str(shared_data / folder / r[0]), *r[1:]]) for r in rows)
+        (splits / f"{name}.csv").write_text(text + "\n")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_shipped.py"), "--model", "tiny",
+                           "--splits", str(splits), "--peer-python", str(tmp_path / "no-python"),
+                           "--peer-results", str(tmp_path / "peer"), "--speed-images", "4", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["sets"]) == {"FairFace", "UTKFace"}
+    fairface = result["sets"]["FairFace"]
+    assert fairface["eval"]["images"]["scored"] == 8
+    assert fairface["vs_peer"].startswith("peer not run")
+    assert set(fairface["bf16_agreement"]) == {"age", "gender", "race"}
+    assert all(v > 0 for v in result["speed_images_per_s"].values())
