@@ -53,7 +53,7 @@ def profile(image: str | Path | np.ndarray, model: str = "auto", **config: Any) 
 
     `config`: any ProfilerConfig setting (attributes=("age", "gender"), detectors=("haar",), device="cuda",
     min_confidence=0.5, ...); a bad name or value raises profiler.ConfigError. Returns FaceProfile.to_dict()
-    per face, largest first: id (None: a single image has no track ids), box {x, y, width, height},
+    per face, largest first: id (1, 2, ... in that order: a single image has no tracks), box {x, y, width, height},
     detection_score, attributes {name: {label, confidence, undetermined, top, distribution}}, joint [{text,
     probability, ...}], frames_fused. The model and detector are loaded once and kept for the next call with
     the same settings.
@@ -68,4 +68,7 @@ def profile(image: str | Path | np.ndarray, model: str = "auto", **config: Any) 
         _last = None  # let the previous model go before the next one loads
         _last = (key, Profiler.from_config(cfg))
     frame = load_image(image) if isinstance(image, (str, Path)) else image
-    return [face.to_dict() for face in _last[1](frame)]
+    faces = [face.to_dict() for face in _last[1](frame)]
+    for number, face in enumerate(faces, start=1):
+        face["id"] = number  # docs/profile_schema.json: every face has an integer id, as the CLI gives stills
+    return faces

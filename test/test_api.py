@@ -28,10 +28,10 @@ def from_path():
 def test_profile_a_photo_path_gives_documented_face_dicts(from_path, schema):
     faces = from_path
     assert isinstance(faces, list) and len(faces) >= 3  # a family photo
+    assert [face["id"] for face in faces] == list(range(1, len(faces) + 1))  # one image: numbered, largest first
     for face in faces:
         assert set(face) == set(schema["$defs"]["face"]["required"])
-        assert face["id"] is None  # one image: no track id (the ROS node's tracker gives them)
-        assert schema_errors({**face, "id": 1}, schema["$defs"]["face"], schema) == []
+        assert schema_errors(face, schema["$defs"]["face"], schema) == []
         assert set(face["attributes"]) == {"age", "gender", "race"}
         gender = face["attributes"]["gender"]
         assert isinstance(gender["confidence"], float) and isinstance(gender["label"], str)

@@ -22,7 +22,7 @@ def prefix() -> Path:
     ament = pytest.importorskip("ament_index_python.packages", reason="ament_index_python is not importable")
     try:
         found = Path(ament.get_package_prefix(PACKAGE))
-    except ament.PackageNotFoundError:
+    except (ament.PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset
         pytest.skip("demoprof_ros is not in the ament index (AMENT_PREFIX_PATH)")
     if not (found / "share" / "colcon-core" / "packages" / PACKAGE).is_file():
         pytest.skip(f"demoprof_ros in {found} was not installed by colcon; `make colcon-test` runs these checks")

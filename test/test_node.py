@@ -331,6 +331,7 @@ def test_photo_profiled(node: Child, listener: Listener, tmp_path: Path, compres
         stamp = payload["header"]["stamp"]
         assert (stamp["sec"], stamp["nanosec"]) in sent, "profile stamp must be the source frame's stamp"
         assert payload["image"] == {"width": image.shape[1], "height": image.shape[0]}
+        assert set(payload["faces_dropped"]) == {"min_face_size", "max_faces"}  # never a silent cap
         _check_payload(payload, schema, expected)
         ids.append(sorted(f["id"] for f in payload["faces"]))
     assert all(i == ids[0] for i in ids), f"face ids must stay stable on a still scene: {ids}"

@@ -38,7 +38,8 @@ def test_node_message_of_a_real_frame_is_valid(tracked_profiles):
     frame, faces = tracked_profiles
     assert faces and all(f.face_id >= 1 and f.frames_fused == 2 for f in faces)
     payload = build_profile_dict((12, 5), "cam", (frame.shape[1], frame.shape[0]), faces, "tiny-64", "haar",
-                                 12.3, 10.0, 0, 2)
+                                 12.3, 10.0, 0, 2, {"min_face_size": 1, "max_faces": 0})
+    assert payload["faces_dropped"] == {"min_face_size": 1, "max_faces": 0}
     jsonschema.validate(json.loads(json.dumps(payload)), SCHEMA, cls=jsonschema.Draft202012Validator)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**payload, "faces": [{**payload["faces"][0], "id": None}]}, SCHEMA,

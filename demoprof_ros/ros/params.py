@@ -23,7 +23,7 @@ RELIABILITY = ("best_effort", "reliable")
 TRANSPORTS = ("auto", "raw", "compressed", "both")
 
 _PROFILER_DOC = {
-    "model": "'auto' (best present: farl, clip, fine-tuned, tiny), 'farl', 'clip', 'tiny', a checkpoint or a "
+    "model": "'auto' (best present: farl, clip, fine-tuned, shipped, tiny), 'farl', 'clip', 'tiny', a checkpoint or a "
              "fine-tuned folder",
     "models_dir": "where model and detector files live ('' = the default models folder)",
     "device": "'cpu', 'cuda' or 'cuda:N'",
@@ -67,7 +67,7 @@ _NODE_PARAMS: dict[str, tuple[Any, str]] = {
 }
 #: Parameters naming a file or folder: a bare "~" there is a YAML null, not the home directory.
 _PATH_PARAMS = ("model", "models_dir", "prompts_file", "scrfd_path", "yunet_path")
-_MODEL_EXPECTED = "'auto', 'farl', 'clip', 'tiny', a checkpoint file or a fine-tuned folder"
+_MODEL_EXPECTED = "'auto', 'farl', 'clip', 'shipped', 'tiny', a checkpoint file or a fine-tuned folder"
 #: Parameters rclpy or ROS tools may set on any node; not ours, not an error.
 _FOREIGN = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 

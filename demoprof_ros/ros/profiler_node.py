@@ -55,10 +55,11 @@ SIGNAL_POLL_S = 0.1  # how soon main() notices a SIGINT / SIGTERM
 
 def build_profile_dict(stamp: tuple[int, int], frame_id: str, image_size: tuple[int, int],
                        profiles: Sequence[FaceProfile], model: str, detector: str, latency_ms: float,
-                       processing_ms: float, frames_dropped: int, frames_processed: int) -> dict[str, Any]:
-    """The /user_profile JSON object (docs/profile_schema.json)."""
+                       processing_ms: float, frames_dropped: int, frames_processed: int,
+                       faces_dropped: dict[str, int] | None = None) -> dict[str, Any]:
+    """The /user_profile JSON object (docs/profile_schema.json); `faces_dropped` as DetectionDrops.to_dict()."""
     width, height = image_size
-    return {
+    payload = {
         "schema": SCHEMA_ID,
         "version": SCHEMA_VERSION,
         "header": {"stamp": {"sec": int(stamp[0]), "nanosec": int(stamp[1])}, "frame_id": frame_id},
@@ -71,6 +72,9 @@ def build_profile_dict(stamp: tuple[int, int], frame_id: str, image_size: tuple[
         "frames_processed": int(frames_processed),
         "faces": [p.to_dict() for p in profiles],
     }
+    if faces_dropped is not None:
+        payload["faces_dropped"] = {key: int(value) for key, value in faces_dropped.items()}
+    return payload
 
 
 def cli_hints(text: str) -> str:
@@ -326,7 +330,8 @@ class ProfilerNode(LifecycleNode):
         latency_ms = (done - received) * 1000.0
         payload = build_profile_dict(stamp, msg.header.frame_id, (image.shape[1], image.shape[0]), profiles,
                                      self.profiler.model_name, self.profiler.detector_name, latency_ms,
-                                     (done - started) * 1000.0, self._mailbox.dropped, processed)
+                                     (done - started) * 1000.0, self._mailbox.dropped, processed,
+                                     self.profiler.last_drops.to_dict())
         try:
             text = json.dumps(payload, allow_nan=False)
         except ValueError:  # NaN / inf from the model: not JSON, and its labels are not to be trusted
