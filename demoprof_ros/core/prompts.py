@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .taxonomy import AGE_GROUPS, ATTRIBUTE_NAMES, CLASSES, Description
+from .yaml_files import read_yaml
 
 _DEFAULT_WORDS: dict[str, dict[str, list[str]]] = {
     "age": {
@@ -152,12 +151,7 @@ def load_prompts(path: str | Path | None) -> PromptSet:
     if path is None or str(path) == "":
         return PromptSet()
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptError(f"prompts file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise PromptError(f"prompts file {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, PromptError, "prompts file", mapping=False)
     try:
         return prompts_from_dict(data)
     except PromptError as exc:

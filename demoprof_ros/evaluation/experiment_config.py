@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from ..core.taxonomy import ATTRIBUTE_NAMES
+from ..core.yaml_files import read_yaml
 
 ZERO_SHOT = "zero-shot"
 DEFAULT_METRICS = ("joint.accuracy", "age.accuracy", "gender.accuracy", "race.accuracy")
@@ -120,14 +120,9 @@ def load_experiment(path: str | Path, output: str | Path | None = None, device: 
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExperimentConfigError(f"experiment config not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ExperimentConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ExperimentConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml(path, ExperimentConfigError, "experiment config")
+    if data is None:
+        raise ExperimentConfigError(f"experiment config {path} is empty")
     return data
 
 

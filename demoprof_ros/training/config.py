@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
+from ..core.yaml_files import read_yaml
 from .mim import MIM_TARGETS
 
 SELECTIONS = ("mean_f1", "joint_f1")
@@ -156,16 +156,7 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     """Settings from a YAML file (None: defaults) with `overrides` (None values ignored) on top."""
     data: dict[str, Any] = {}
     if path:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TrainConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise TrainConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise TrainConfigError(f"config file {path}: expected a mapping at the top level")
-        data.update(loaded or {})
+        data.update(read_yaml(path, TrainConfigError, "config file") or {})
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return TrainConfig.from_dict(data)
