@@ -17,6 +17,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.json") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/experiments", glob("config/experiments/*.yaml")),
         (f"share/{PACKAGE}/models", ["models/README.md"]),
+        # The shipped model (core/shipped_model.find_shipped looks here in a colcon/ament install).
+        (f"share/{PACKAGE}/models/demoprof-mobilenetv2-112", glob("models/demoprof-mobilenetv2-112/*")),
         # The public-domain sample photos (image_source's default input, `make demo`).
         (f"share/{PACKAGE}/data", glob("test/data/group_photos/*")),
     ],

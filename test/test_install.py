@@ -54,6 +54,9 @@ def test_package_is_imported_from_the_install(prefix: Path, tmp_path: Path) -> N
     "share/demoprof_ros/config/fastdds_localhost.xml",
     "share/demoprof_ros/data/obama_family_2011.jpg",
     "share/demoprof_ros/models/README.md",
+    "share/demoprof_ros/models/demoprof-mobilenetv2-112/model.safetensors",
+    "share/demoprof_ros/models/demoprof-mobilenetv2-112/meta.json",
+    "share/demoprof_ros/models/demoprof-mobilenetv2-112/MODEL_CARD.md",
 ])
 def test_installed_share_files(prefix: Path, relative: str) -> None:
     assert (prefix / relative).is_file(), f"{relative} missing under {prefix}"
@@ -89,3 +92,11 @@ def test_ros2_run_profiler_node_reports_bad_parameters(prefix: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "tracking.fusion" in run.stdout + run.stderr
+
+
+def test_auto_finds_the_shipped_model_in_the_install(prefix: Path, tmp_path: Path) -> None:
+    """A plain colcon build has no checkout beside the code: auto must find the shipped copy in share/."""
+    code = ("from demoprof_ros.core.shipped_model import find_shipped; "
+            "print(find_shipped(None))")
+    found = _installed_python(code, tmp_path)
+    assert found.endswith("demoprof-mobilenetv2-112"), found
