@@ -8,6 +8,7 @@ import torch
 from demoprof_ros.core.outputs import OutputPathError, check_output_dir, check_output_file, output_dir_arg
 
 from conftest import TEST_DATA
+from helpers_train import interrupt_after_first_epoch
 
 PHOTO = TEST_DATA / "group_photos" / "obama_family_2011.jpg"
 
@@ -114,26 +115,12 @@ def test_cli_refuses_bad_outputs_before_loading_anything(tmp_path, argv, needle,
 # --- Ctrl-C in training ------------------------------------------------------------------------------------------
 
 def test_ctrl_c_in_training_keeps_the_last_epoch_and_exits_130(shared_data, tmp_path, monkeypatch, capsys):
-    import csv
-
-    from demoprof_ros.training import outputs
     from demoprof_ros.training import trainer as train
-    from demoprof_ros.training.datasets import read_dataset
+    from demoprof_ros.training.datasets import read_dataset, write_labels_csv
 
     samples, _ = read_dataset(shared_data / "fairface_val_sample")
-    labels = tmp_path / "labels.csv"
-    with open(labels, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("file", "age", "gender", "race"))
-        writer.writerows([str(s.path), *(s.labels[a] or "" for a in ("age", "gender", "race"))] for s in samples[:16])
-    original = outputs.save_resume
-
-    def interrupt_after_epoch_one(path, state):
-        original(path, state)
-        if state["epoch"] == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(outputs, "save_resume", interrupt_after_epoch_one)
+    labels = write_labels_csv(tmp_path / "labels.csv", samples[:16])
+    interrupt_after_first_epoch(monkeypatch)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -21,7 +21,7 @@ from demoprof_ros.training.optim import CosineWithWarmup, EarlyStopping, param_g
 from demoprof_ros.training.datasets import read_dataset, stratified_split
 from demoprof_ros.core.models import load_model
 from demoprof_ros.core.scorer import ZeroShotScorer
-from helpers_train import one_thread  # noqa: F401  (autouse fixture)
+from helpers_train import interrupt_after_first_epoch, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(model="tiny", epochs=2, batch_size=4, lr=5e-4, workers=0, device="cpu", progress=False)
@@ -250,14 +250,7 @@ def test_resume_with_mim_continues_from_the_right_epoch(faces24, tmp_path, monke
     settings = dict(epochs=2, patience=5, mim=True, mim_codebook_size=16, cache=str(tmp_path / "cache"))
     unbroken, _ = _run(faces24, tmp_path / "unbroken", **settings)
 
-    original = outputs.save_resume
-
-    def interrupt_after_epoch_one(path, state):
-        original(path, state)
-        if state["epoch"] == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(outputs, "save_resume", interrupt_after_epoch_one)
+    original = interrupt_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(faces24, tmp_path / "broken", **settings)
     monkeypatch.setattr(outputs, "save_resume", original)

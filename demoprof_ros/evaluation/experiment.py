@@ -23,10 +23,8 @@ current directory (or --output).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -38,7 +36,7 @@ import numpy as np
 
 from ..core.outputs import output_dir_arg
 from ..core.taxonomy import ATTRIBUTE_NAMES
-from ..training.datasets import DatasetError, Sample, read_dataset, stratified_split
+from ..training.datasets import DatasetError, read_dataset, stratified_split, write_labels_csv
 from .experiment_config import (ZERO_SHOT, ExperimentConfig, ExperimentConfigError, ModelSpec,
                                 load_experiment)
 
@@ -48,20 +46,6 @@ RESULTS = "results.json"
 
 
 # --- splits ---------------------------------------------------------------------------------------------------
-
-
-def _write_csv(path: Path, samples: Sequence[Sample]) -> Path:
-    """A labels CSV the data reader reads back (absolute file paths; no images are copied)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", *ATTRIBUTE_NAMES, "caption"])
-        for s in samples:
-            writer.writerow([str(s.path.resolve()), *[s.labels.get(a) or "" for a in ATTRIBUTE_NAMES],
-                             s.caption or ""])
-    os.replace(tmp, path)
-    return path
 
 
 def prepare_splits(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
@@ -102,10 +86,10 @@ def prepare_splits(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
             samples = select(samples, spec.limit, cfg.split_seed)
             if name in trained:
                 train, test = stratified_split(samples, cfg.test_fraction, seed=cfg.split_seed)
-                _write_csv(train_csv, train)
+                write_labels_csv(train_csv, train)
             else:
                 test = samples
-            _write_csv(test_csv, test)
+            write_labels_csv(test_csv, test)
         out[name] = {"train": [train_csv] if name in trained else [], "val": [], "test": [test_csv]}
     return out
 

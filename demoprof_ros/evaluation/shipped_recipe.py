@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import logging
@@ -30,24 +29,11 @@ import yaml
 
 from ..core.images import load_image
 from ..core.shipped_model import PACKAGE_MODELS, SHIPPED_NAME, initial_checkpoint
-from ..core.taxonomy import ATTRIBUTE_NAMES
-from ..training.datasets import Sample, read_dataset, stratified_split
+from ..training.datasets import Sample, read_dataset, stratified_split, write_labels_csv
 from ..training.trainer import load_config, run
 
 log = logging.getLogger(__name__)
 DHASH_MAX_DISTANCE = 3   # as utkface_extra/SOURCE.md: 8x8 difference hash within Hamming distance 3
-
-
-def write_csv(path: Path, samples: Sequence[Sample]) -> Path:
-    """A labels CSV the data reader reads back (absolute paths)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", *ATTRIBUTE_NAMES, "caption"])
-        for s in samples:
-            writer.writerow([str(s.path.resolve()), *[s.labels.get(a) or "" for a in ATTRIBUTE_NAMES],
-                             s.caption or ""])
-    return path
 
 
 def dhash(path: Path) -> int:
@@ -102,7 +88,7 @@ def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: 
         else:
             rest, test = samples, []
         if test:
-            tests[name] = write_csv(out / f"test_{name}.csv", test)
+            tests[name] = write_labels_csv(out / f"test_{name}.csv", test)
         fraction = float(spec.get("val_fraction", 0.0))
         if rest and fraction > 0:
             pool, kept = rest, []
@@ -118,7 +104,7 @@ def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: 
             part_val = []
         train += rest
         counts[name] = {"train": len(rest), "val": len(part_val), "test": len(test)}
-    splits = {"train": write_csv(out / "train.csv", train), "val": write_csv(out / "val.csv", val),
+    splits = {"train": write_labels_csv(out / "train.csv", train), "val": write_labels_csv(out / "val.csv", val),
               "test": tests, "counts": counts}
     manifest.write_text(json.dumps({"recipe": recipe, **splits}, indent=1, default=str) + "\n", encoding="utf-8")
     return splits

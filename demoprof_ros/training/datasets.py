@@ -134,6 +134,21 @@ class _Reader:
         self.report.kept += 1
 
 
+def write_labels_csv(path: Path, samples: Sequence[Sample]) -> Path:
+    """`samples` as a labels CSV that read_dataset reads back (absolute file paths; no image is copied),
+    written atomically so an interrupted run never leaves half a split behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", *ATTRIBUTE_NAMES, "caption"])
+        for s in samples:
+            writer.writerow([str(s.path.resolve()), *[s.labels.get(a) or "" for a in ATTRIBUTE_NAMES],
+                             s.caption or ""])
+    os.replace(tmp, path)
+    return path
+
+
 def read_dataset(path: str | Path, strict: bool = False,
                  check_images: bool = False) -> tuple[list[Sample], DatasetReport]:
     """Samples of a data set in any supported layout (see module doc) and the report of skipped rows.
