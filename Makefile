@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export AMENT_PREFIX_PATH := $(abspath $(VENV))
 PYTEST_ARGS ?=
 
-.PHONY: venv demo profile test colcon-test bench shipped-model bench-shipped clean-venv
+.PHONY: venv demo profile test colcon-test bench shipped-model bench-shipped reproduction clean-venv
 
 venv: $(STAMP) $(HRI_STAMP)
 
@@ -84,6 +84,18 @@ bench-shipped: venv
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install -qq -r requirements-bench.txt
 	$(PY) benchmarks/bench_shipped.py --peer-python .venv-bench/bin/python
+
+# The paper's protocol on the shipped model's family (docs/reproduction.md): pre-train the base on UTKFace, then
+# zero-shot / FLYP on SDFD / FLYP on FairFace, every model on every test set, 5 seeds (CPU, ~30-40 min here).
+DATA ?= $(or $(DEMOPROF_DATA),../shared/data)
+FAMILY_BASE := runs/family/base/seed_0/model.safetensors
+reproduction: $(FAMILY_BASE)
+	$(VENV)/bin/demoprof experiment config/experiments/family.yaml
+
+$(FAMILY_BASE): | venv
+	test -f runs/family/init/model.safetensors || $(PY) -c "from demoprof_ros.core.shipped_model import \
+	    initial_checkpoint; initial_checkpoint('runs/family/init')"
+	$(VENV)/bin/demoprof train --config config/experiments/family_base.yaml --train $(DATA)/utkface_extra
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,7 +8,8 @@ Reported per test set, for our model: `demoprof eval` metrics (accuracy, macro-F
 for the peer (Cydral's dlib age/gender nets, run in .venv-bench by peer_age_gender.py): gender and 9-bin age
 accuracy (its age in years binned like FairFace) three ways - on the faces its own detector finds, counting its
 missed faces as wrong, and on the crop given directly (detector skipped) - and ours on the very same rows.
-Also CPU images/s of both (single image and ours batched), and fp32 vs bf16 label agreement of ours.
+Also CPU images/s of both (single image and ours batched), fp32 vs bf16 label agreement of ours, and whether
+`align: true` helps (detect + crop plain vs 5-point aligned, on the rows where MTCNN finds a face).
 
     .venv/bin/python benchmarks/bench_shipped.py --peer-python .venv-bench/bin/python [--limit N]
 """
@@ -108,6 +109,31 @@ def compare(samples, ours: dict, peer: dict) -> dict:
     return out
 
 
+def align_study(scorer, samples, crops, n: int, chain: str) -> dict:
+    """Does `align: true` help? On the first n test images: detect (the CLI chain, which gives landmarks), crop
+    the largest face as the profiler does (margin 0.25), plain and 5-point aligned; accuracy of each, and of the
+    whole test image, on the rows where a face with landmarks was found."""
+    from demoprof_ros.core.detection import build_detector, crop_face
+    detector = build_detector(chain, min_face_size=12, max_faces=4)
+    plain, aligned, rows = [], [], []
+    for i, crop in enumerate(crops[:n]):
+        found = [d for d in detector.detect(crop) if d.landmarks is not None]
+        if found:
+            face = max(found, key=lambda d: d.width * d.height)
+            plain.append(crop_face(crop, face, margin=0.25))
+            aligned.append(crop_face(crop, face, margin=0.25, align=True))
+            rows.append(i)
+    out = {"detector": detector.name, "images": min(n, len(crops)), "faces_with_landmarks": len(rows)}
+    if not rows:
+        return out
+    whole = labels_of(scorer, scorer.encode_images([crops[i] for i in rows]))
+    for name, faces in (("whole_image", None), ("detected_plain", plain), ("detected_aligned", aligned)):
+        pred = whole if faces is None else labels_of(scorer, scorer.encode_images(faces))
+        out[name] = {a: accuracy(pred[a], [samples[i].labels.get(a) for i in rows], range(len(rows)))
+                     for a in CLASSES}
+    return out
+
+
 def speed(scorer, crops, batch: int, repeats: int = 3) -> float:
     """Images per second of encode + score, best of `repeats` passes (shared, noisy machine)."""
     best = float("inf")
@@ -130,6 +156,8 @@ def main() -> int:
     p.add_argument("--speed-images", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="torch threads (say which in the docs)")
     p.add_argument("--bf16-images", type=int, default=500, help="rows per test set scored in bf16 too")
+    p.add_argument("--align-images", type=int, default=300, help="rows per test set in the align study (0 = skip)")
+    p.add_argument("--align-chain", default="mtcnn", help="detector of the align study (needs landmarks)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "shipped" / "bench_shipped.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -150,6 +178,8 @@ def main() -> int:
                  "bf16_agreement": {a: float(np.mean([x == y for x, y in zip(ours[a][few], ours16[a])]))
                                     for a in ours},
                  "bf16_images": len(ours16["gender"]), "majority": majority(samples)}
+        if args.align_images:
+            entry["align"] = align_study(scorer, samples, crops, args.align_images, args.align_chain)
         try:
             peer = peer_rows(args.peer_python, csvs, args.limit, args.peer_results)
             entry["vs_peer"] = compare(samples, ours, peer)
@@ -197,6 +227,15 @@ def markdown(report: dict) -> str:
                          f"{100 * m.get('macro_f1', float('nan')):.1f} | "
                          f"{100 * (e.get('ece') or float('nan')):.1f} | "
                          f"{100 * entry['bf16_agreement'][a]:.1f} (n={entry['bf16_images']}) |")
+    lines += ["", "| test set | faces (detector) | attribute | whole test image | detected, plain crop | "
+              "detected, aligned crop |", "|---|---|---|---:|---:|---:|"]
+    for name, entry in report["sets"].items():
+        al = entry.get("align")
+        if al and "whole_image" in al:
+            for a in CLASSES:
+                lines.append(f"| {name} | {al['faces_with_landmarks']}/{al['images']} ({al['detector']}) | {a} | "
+                             f"{_pct(al['whole_image'][a])} | {_pct(al['detected_plain'][a])} | "
+                             f"{_pct(al['detected_aligned'][a])} |")
     lines += ["", "| images/s (CPU) | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in report["speed_images_per_s"].items()]
     for name, entry in report["sets"].items():

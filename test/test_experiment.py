@@ -12,13 +12,19 @@ CONFIGS = Path(__file__).resolve().parent.parent / "config" / "experiments"
 
 
 @pytest.mark.parametrize("name, cells, seeds", [("paper", 2 * 2 + 6 * 5 * 2, 5), ("ablations", 14 * 5 * 2, 5),
-                                                ("ci_small", 1 * 3 + 4 * 2 * 3, 2)])
+                                                ("ci_small", 1 * 3 + 4 * 2 * 3, 2), ("family", 4 + 2 * 5 * 4, 5)])
 def test_shipped_configs_load_and_plan(name, cells, seeds):
     cfg = exp.load_experiment(CONFIGS / f"{name}.yaml", check_paths=False)
     assert len(exp.plan(cfg)) == cells and len(cfg.seeds) == seeds
     if name == "paper":
         assert cfg.training["lr"] == 1e-5 and cfg.training["epochs"] == 10 and cfg.training["patience"] == 3
         assert {m.name: m.training["mim"] for m in cfg.models} == {"CLIP": False, "FaRL+MIM": True}
+    if name == "family":  # the base `make reproduction` pre-trains, and the recipe it names
+        base = exp.load_experiment(CONFIGS / "family.yaml", check_paths=False).models[0].base
+        from demoprof_ros.training.config import load_config
+        pre = load_config(CONFIGS / "family_base.yaml", {"train": ["utkface_extra"]})
+        assert base == f"{pre.output}/seed_0" and pre.augment == cfg.training["augment"] == "faces"
+        assert cfg.training["epochs"] == 10 and cfg.training["patience"] == 3
 
 
 def test_paper_placeholders_are_refused_with_the_key(tmp_path):

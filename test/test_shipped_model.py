@@ -97,7 +97,11 @@ def test_recipe_short_run_trains_and_installs(shared_data, tmp_path, monkeypatch
     counts = info["splits"]["counts"]
     assert counts["utkface_test"] == {"train": 0, "val": 0, "test": 16}
     assert counts["fairface_val_sample"]["test"] == 8 and counts["utkface_extra"]["test"] == 0
-    train_files = (tmp_path / "run" / "splits" / "train.csv").read_text().splitlines()[1:]
+    train_files = [line for p in (tmp_path / "run" / "splits").glob("train_*.csv") for line in p.read_text().splitlines()[1:]]
+    meta_train = json.loads((Path(info["model_dir"]) / "meta.json").read_text())["data"]["train"]
+    repeats = dict(zip((Path(p).stem for p in meta_train["sources"]), meta_train["repeat"]))
+    assert repeats["train_fairface_val_sample"] == 8 and repeats["train_utkface_extra"] == 1  # the config's oversampling
+    assert meta_train["n"] == sum(counts[name]["train"] * repeats.get(f"train_{name}", 1) for name in counts)
     test_files = [line for p in (tmp_path / "run" / "splits").glob("test_*.csv") for line in p.read_text().splitlines()[1:]]
     assert not {r.split(",")[0] for r in train_files} & {r.split(",")[0] for r in test_files}
     installed = Path(info["installed"])
@@ -149,3 +153,8 @@ def test_bench_shipped_smoke(shared_data, tmp_path):
     assert fairface["vs_peer"].startswith("peer not run")
     assert set(fairface["bf16_agreement"]) == {"age", "gender", "race"}
     assert all(v > 0 for v in result["speed_images_per_s"].values())
+    align = fairface["align"]  # the align study: MTCNN finds the faces of FairFace's padded crops
+    assert align["detector"] == "mtcnn" and align["images"] == 8 and align["faces_with_landmarks"] >= 6
+    for way in ("whole_image", "detected_plain", "detected_aligned"):
+        assert align[way]["gender"][1] == align["faces_with_landmarks"]
+    assert "detected, aligned crop" in proc.stdout

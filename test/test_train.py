@@ -181,6 +181,11 @@ def test_shipped_train_yaml_documents_every_setting():
     ("mim_fraction: -0.5\n", "mim_fraction"),
     ("mim_fraction: half\n", "mim_fraction='half': expected a float"),
     ("selection: accuracy\n", "selection"),
+    ("train_repeat: [1, 2]\n", "train_repeat=\\[1, 2\\]: expected one count per train source \\(1\\)"),
+    ("train_repeat: [0]\n", "counts >= 1"),
+    ("train_repeat: [1.5]\n", "train_repeat=\\[1.5\\]: expected a list"),
+    ("train_repeat: [3]\n", "a separate val set"),
+    ("augment: mixup\n", "augment='mixup'"),
     ("- a\n- b\n", "mapping"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, content, message):

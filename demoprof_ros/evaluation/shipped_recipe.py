@@ -58,7 +58,8 @@ def lookalike_mask(samples: Sequence[Sample]) -> np.ndarray:
 
 
 def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: int | None = None) -> dict:
-    """Write train/val/test CSVs; returns {"train": path, "val": path, "test": {name: path}, "counts": {...}}.
+    """Write train/val/test CSVs; returns {"train": [path per set], "repeat": [n per set], "val": path,
+    "test": {name: path}, "counts": {...}}.
 
     Splits already written for the same datasets, seed and limit are reused (the look-alike hashes take minutes).
     """
@@ -67,13 +68,13 @@ def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: 
     manifest = out / "splits.json"
     if manifest.is_file():
         done = json.loads(manifest.read_text(encoding="utf-8"))
-        if done.get("recipe") == recipe and all(Path(p).is_file() for p in [done["train"], done["val"],
+        if done.get("recipe") == recipe and all(Path(p).is_file() for p in [*done["train"], done["val"],
                                                                               *done["test"].values()]):
             log.info("reusing the splits in %s", out)
-            return {"train": Path(done["train"]), "val": Path(done["val"]),
-                    "test": {k: Path(v) for k, v in done["test"].items()}, "counts": done["counts"]}
+            return {**done, "train": [Path(p) for p in done["train"]], "val": Path(done["val"]),
+                    "test": {k: Path(v) for k, v in done["test"].items()}}
     keys = ("race", "gender")
-    train, val, tests, counts = [], [], {}, {}
+    train, repeat, val, tests, counts = [], [], [], {}, {}
     for name, spec in settings["datasets"].items():
         samples, report = read_dataset(data_root / spec["path"])
         if report.skipped:
@@ -102,9 +103,11 @@ def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: 
             val += part_val
         else:
             part_val = []
-        train += rest
+        if rest:  # one train CSV per set, so that `repeat` can oversample a small one (train_repeat)
+            train.append(write_labels_csv(out / f"train_{name}.csv", rest))
+            repeat.append(int(spec.get("repeat", 1)))
         counts[name] = {"train": len(rest), "val": len(part_val), "test": len(test)}
-    splits = {"train": write_labels_csv(out / "train.csv", train), "val": write_labels_csv(out / "val.csv", val),
+    splits = {"train": train, "repeat": repeat, "val": write_labels_csv(out / "val.csv", val),
               "test": tests, "counts": counts}
     manifest.write_text(json.dumps({"recipe": recipe, **splits}, indent=1, default=str) + "\n", encoding="utf-8")
     return splits
@@ -187,7 +190,8 @@ def build(config: Path, output: Path | None = None, limit: int | None = None,
     out = Path(output or settings["output"])
     splits = make_splits(settings, root, out / "splits", limit)
     init = initial_checkpoint(out / "init", seed=int(settings.get("init_seed", 0)))
-    training = {**settings["training"], **(overrides or {}), "model": str(init), "train": [str(splits["train"])],
+    training = {**settings["training"], **(overrides or {}), "model": str(init), "train": [str(p) for p in splits["train"]],
+                "train_repeat": splits["repeat"],
                 "val": [str(splits["val"])], "output": str(out / "train"),
                 **({"cache": str(out / "cache")} if settings["training"].get("cache") else {})}
     cfg = load_config(None, training)

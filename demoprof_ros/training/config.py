@@ -14,10 +14,12 @@ from typing import Any, Mapping
 
 from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
 from ..core.yaml_files import read_yaml
+from .augment import AUGMENTATIONS
 from .mim import MIM_TARGETS
 
 SELECTIONS = ("mean_f1", "joint_f1")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+INT_LISTS = ("seeds", "train_repeat")
 
 
 class TrainConfigError(ValueError):
@@ -31,6 +33,7 @@ class TrainConfig:
     model: str = "clip"
     models_dir: str = ""
     train: list[str] = field(default_factory=list)
+    train_repeat: list[int] = field(default_factory=list)  # copies of each train source per epoch; [] = 1 each
     val: list[str] = field(default_factory=list)
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -49,6 +52,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     min_lr: float = 0.0
     grad_clip: float = 1.0
+    augment: str = "none"         # none | faces: flip, zoom, shift, brightness/contrast (training/augment.py)
     precision: str = "auto"
     mim: bool = False
     mim_weight: float = 1.0
@@ -90,6 +94,11 @@ class TrainConfig:
                 raise TrainConfigError(f"{key}={getattr(self, key)!r}: expected {expected}")
 
         need(bool(self.train), "train", "at least one training data set (CSV, JSONL or folder)")
+        need(not self.train_repeat or len(self.train_repeat) == len(self.train), "train_repeat",
+             f"one count per train source ({len(self.train)}), or none")
+        need(all(n >= 1 for n in self.train_repeat), "train_repeat", "counts >= 1")
+        need(bool(self.val) or all(n == 1 for n in self.train_repeat), "train_repeat",
+             "a separate val set when a source is repeated (a split would put copies of one image on both sides)")
         need(0.0 < self.val_fraction < 1.0, "val_fraction", "a fraction in (0, 1)")
         need(bool(self.attributes) and all(a in CLASSES for a in self.attributes), "attributes",
              f"a non-empty subset of {list(ATTRIBUTE_NAMES)}")
@@ -117,6 +126,9 @@ class TrainConfig:
         need(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", ">= 0 (0 = whole epochs)")
         need(self.workers >= 0, "workers", ">= 0")
         need(self.coarse_labels in ("omit", "sample"), "coarse_labels", "omit or sample")
+        need(self.augment in AUGMENTATIONS, "augment", f"one of {AUGMENTATIONS}")
+        need(not (self.mim and self.mim_target == "codebook" and self.augment != "none"), "augment",
+             "none with mim_target codebook (its targets are computed once per un-augmented image)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,7 +146,9 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
             raise ValueError
         if isinstance(default, list):
             items = [value] if isinstance(value, (str, int)) else list(value)
-            if key == "seeds":
+            if key in INT_LISTS:
+                if any(isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()) for v in items):
+                    raise ValueError
                 return [int(v) for v in items]
             if key == "attributes" and len(items) == 1 and isinstance(items[0], str):
                 items = [a.strip() for a in items[0].split(",") if a.strip()]
@@ -185,6 +199,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of each batch that gets MIM, in (0, 1] (1 = every image, as FaRL)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="per process")
     p.add_argument("--lr", type=float)
+    p.add_argument("--augment", choices=AUGMENTATIONS, help="none (FLYP's recipe) or faces (flip, zoom, shift, light)")
     p.add_argument("--selection", choices=SELECTIONS)
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--output", help="output folder (one seed_<n> subfolder per seed)")
@@ -198,6 +213,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 #: The argparse destinations that are TrainConfig settings (the rest: --config, -v).
 ARG_KEYS = ("model", "models_dir", "train", "val", "attributes", "prompts_file", "epochs", "patience", "seeds",
-            "mim", "mim_weight", "mim_target", "mask_ratio", "mim_fraction", "batch_size", "lr", "selection",
-            "precision", "output", "device", "workers", "cache", "resume", "strict", "progress")
+            "mim", "mim_weight", "mim_target", "mask_ratio", "mim_fraction", "batch_size", "lr", "augment",
+            "selection", "precision", "output", "device", "workers", "cache", "resume", "strict", "progress")
 

@@ -31,21 +31,23 @@ class TrainData:
     info: dict[str, Any]
 
 
-def read_sets(paths: Sequence[str], strict: bool, check_images: bool) -> tuple[list[Sample], list[dict]]:
-    """Every sample of several data sets, and each reader's report (skipped rows are logged)."""
+def read_sets(paths: Sequence[str], strict: bool, check_images: bool,
+              repeat: Sequence[int] = ()) -> tuple[list[Sample], list[dict]]:
+    """Every sample of several data sets (set i `repeat[i]` times: oversampling a small set), and each
+    reader's report (skipped rows are logged)."""
     samples, reports = [], []
-    for path in paths:
+    for i, path in enumerate(paths):
         part, report = read_dataset(path, strict=strict, check_images=check_images)
         if report.skipped:
             log.warning("%s", report.summary())
-        samples.extend(part)
+        samples.extend(part * (repeat[i] if repeat else 1))
         reports.append(report.to_dict())
     return samples, reports
 
 
 def prepare_data(cfg: TrainConfig) -> TrainData:
     """Read the training (and validation) sets; split off validation when none is given."""
-    train, train_reports = read_sets(cfg.train, cfg.strict, cfg.check_images)
+    train, train_reports = read_sets(cfg.train, cfg.strict, cfg.check_images, cfg.train_repeat)
     val_reports: list[dict] = []
     if cfg.val:
         val, val_reports = read_sets(cfg.val, cfg.strict, cfg.check_images)
@@ -69,7 +71,7 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     if len(usable) < 2:
         raise DatasetError(f"too few usable training samples ({len(usable)}) in {', '.join(cfg.train)}")
     info = {
-        "train": {"sources": list(cfg.train), "n": len(usable), "fingerprint": fingerprint(usable),
+        "train": {"sources": list(cfg.train), "repeat": list(cfg.train_repeat) or [1] * len(cfg.train), "n": len(usable), "fingerprint": fingerprint(usable),
                   "reports": train_reports, "left_out_unlabelled": len(train) - len(usable),
                   "coarse_labelled": coarse, "coarse_labels": cfg.coarse_labels,
                   "labels": label_counts(usable)},

@@ -26,6 +26,7 @@ from ..core.prompts import PromptError, PromptSet, load_prompts
 from ..core.scorer import encode_text_trimmed
 from ..core.transforms import normalize_uint8
 from . import outputs
+from .augment import make_augment
 from .config import TrainConfig, TrainConfigError
 from .data import RunLoaders, TrainData, make_loaders
 from .datasets import FaceImageDataset, fingerprint
@@ -99,14 +100,18 @@ class StepParts:
     mask_ratio: float = 0.4
     mim_weight: float = 1.0
     grad_clip: float = 1.0  # 0: off
+    augment: Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor] | None = None  # (x, seed) -> x
 
 
 def train_step(parts: StepParts, images: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor,
                mask_seed: tuple[int, ...]) -> torch.Tensor:
-    """One FLYP (+ MIM) step on a batch of uint8 images and tokenised captions; the detached
+    """One FLYP (+ MIM) step on a batch of uint8 images and tokenised captions (augmented, if the parts say so,
+    with `mask_seed` as the seed); the detached
     [loss, contrastive, mim] (mim 0 without a head). A non-finite loss raises FloatingPointError."""
     module, device, optimizer, scaler = parts.module, parts.device, parts.optimizer, parts.scaler
     x = normalize_uint8(images.to(device, non_blocking=True), parts.mean, parts.std)
+    if parts.augment is not None:
+        x = parts.augment(x, mask_seed)
     tokens = tokens.to(device, non_blocking=True)
     mask = target = None
     if module.mim_head is not None:
@@ -296,7 +301,8 @@ def _setup(cfg: TrainConfig, seed: int, data: TrainData, env: Dist, out: Path) -
         optimizer, CosineWithWarmup(round(cfg.warmup_fraction * total), total, cfg.min_lr / cfg.lr))
     parts = StepParts(module, optimizer, torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16),
                       ContrastiveLoss(env.rank, env.world_size), loaded.mean, loaded.std, device, autocast_dtype,
-                      wrapped, scheduler, mim.targets, mim.grid, cfg.mask_ratio, cfg.mim_weight, cfg.grad_clip)
+                      wrapped, scheduler, mim.targets, mim.grid, cfg.mask_ratio, cfg.mim_weight, cfg.grad_clip,
+                      make_augment(cfg.augment))
     meta = run_meta(cfg, seed, loaded, prompts, data, mim.info, loaders.batch_size, env.world_size, autocast_dtype)
     return SeedRun(cfg, seed, env, out, data, loaded, prompts, mim, parts, loaders, meta,
                    EarlyStopping(cfg.patience))
