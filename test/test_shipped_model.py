@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,3 +159,16 @@ def test_bench_shipped_smoke(shared_data, tmp_path):
     for way in ("whole_image", "detected_plain", "detected_aligned"):
         assert align[way]["gender"][1] == align["faces_with_landmarks"]
     assert "detected, aligned crop" in proc.stdout
+
+
+def test_bench_shipped_feeds_the_scorer_bgr_as_demoprof_eval_does(shared_data):
+    """The bench once flipped load_image's BGR to RGB and scored that as BGR (its numbers were below eval's)."""
+    import importlib.util
+    import cv2
+    from demoprof_ros.training.datasets import read_dataset
+    spec = importlib.util.spec_from_file_location("bench_shipped", ROOT / "benchmarks" / "bench_shipped.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    samples = read_dataset(shared_data / "fairface_val_sample")[0][:3]
+    for sample, crop in zip(samples, bench.crops_bgr(samples)):
+        assert np.array_equal(crop, cv2.imread(str(sample.path), cv2.IMREAD_COLOR))
