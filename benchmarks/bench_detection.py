@@ -11,8 +11,9 @@ each detector in turn inside every round (interleaved, so load on a shared machi
 and 2 threads (cv2.setNumThreads and torch.set_num_threads), and each p50 as a ratio to Haar's in the same run.
 
 Rows: each back-end present at the same settings (--min-face-size, --max-side, no max_faces cap), BlazeFace
-also with tiles and on OpenCV's dnn (the fallback when LiteRT is not installed), plus the two shipped defaults exactly as configured: "node default" (ProfilerConfig()) and
-"cli default" (profiler.PHOTO_DEFAULTS, what `demoprof profile` uses). Latency is timed for the back-end rows,
+also with tiles and on OpenCV's dnn (the fallback when LiteRT is not installed), plus the two shipped defaults
+exactly as configured: "node default" (ProfilerConfig()) and "cli default" (profiler.PHOTO_DEFAULTS, what
+`demoprof profile` uses). Latency is timed for the back-end rows,
 the node default and Haar at the node's settings (min_face_size changes the cost of MTCNN and Haar, not of
 BlazeFace; each ratio is to the Haar row with the same min_face_size); the CLI default is the mtcnn row.
 Where the node default is BlazeFace, its time is also split into stages (letterbox, network, decode, weighted
