@@ -88,7 +88,7 @@ def _write_video(path, image, frames=5, shift=2):
 def test_video_is_tracked_fused_and_annotated_as_a_video(test_data, tmp_path):
     video = _write_video(tmp_path / "clip.avi", cv2.imread(str(test_data / PHOTO)))
     result = demoprof("profile", str(video), "--model", "tiny", "--detectors", "haar", "--json", "--no-progress",
-                      "--min-face-size", "16", "--annotate", str(tmp_path / "annotated.mp4"),
+                      "--min-face-size", "16", "--annotate", str(tmp_path / "annotated.mp4"), "--no-schedule",
                       "--text-cache-dir", str(tmp_path / "text"))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -203,12 +203,46 @@ def test_config_file_carries_tracking_settings(tmp_path, text, profiler, trackin
     from demoprof_ros.cli.profile import load_config_file
 
     (tmp_path / "c.yaml").write_text(text)
-    assert load_config_file(tmp_path / "c.yaml") == (profiler, tracking)
+    assert load_config_file(tmp_path / "c.yaml")[:2] == (profiler, tracking)
 
 
 def test_shipped_params_file_gives_the_node_tracking_defaults():
     from demoprof_ros.cli.profile import load_config_file
     from demoprof_ros.core.tracking import TrackerConfig
 
-    _, tracking = load_config_file(ROOT / "config" / "profiler.yaml")
+    from demoprof_ros.core.schedule import ScheduleConfig
+
+    _, tracking, schedule = load_config_file(ROOT / "config" / "profiler.yaml")
     assert TrackerConfig.from_dict(tracking) == TrackerConfig()
+    assert ScheduleConfig.from_dict(schedule) == ScheduleConfig()
+
+
+@pytest.mark.parametrize("options, every_frame", [([], False), (["--no-schedule"], True)])
+def test_video_scores_tracked_faces_on_a_schedule(test_data, tmp_path, options, every_frame):
+    video = _write_video(tmp_path / "clip.avi", cv2.imread(str(test_data / PHOTO)), frames=10, shift=1)
+    (tmp_path / "c.yaml").write_text("tracking:\n  min_hits: 1\nschedule:\n  refresh_frames: 6\n")
+    result = demoprof("profile", str(video), "--model", "tiny", "--detectors", "haar", "--json", "--no-progress",
+                      "--min-face-size", "16", "--config", str(tmp_path / "c.yaml"),
+                      "--text-cache-dir", str(tmp_path / "text"), *options)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    for record in records:
+        CLI_RECORD.validate(record)
+    faces = [face for r in records for face in r["faces"]]
+    assert len(records) == 10 and min(len(r["faces"]) for r in records) >= 2  # every tracked face, every frame
+    ages = [face["frames_since_scored"] for face in faces]
+    first = {}
+    for face in faces:
+        first.setdefault(face["id"], face)
+    assert all(face["frames_since_scored"] == 0 for face in first.values())  # a new face is scored at once
+    if every_frame:
+        assert set(ages) == {0}
+    else:
+        assert 0 < max(ages) <= 6 + len(first) and ages.count(0) < len(ages) / 2
+        # seconds in video time: 10 frames per second in _write_video
+        assert all(abs(face["seconds_since_scored"] - face["frames_since_scored"] / 10.0) < 1e-6 for face in faces)
+
+
+def test_bad_schedule_setting_is_a_clear_error(test_data, tmp_path):
+    result = demoprof("profile", str(test_data / PHOTO), "--model", "tiny", "--refresh-frames", "0")
+    assert result.returncode == 2 and "schedule.refresh_frames: expected an integer >= 1, got 0" in result.stderr

@@ -34,9 +34,9 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(profiler settings, tracking settings) from YAML: a plain mapping, or a ROS params file (its node's
-    ros__parameters, keeping only the profiler's and the tracker's settings; the node checks the rest)."""
+def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(profiler, tracking, schedule settings) from YAML: a plain mapping, or a ROS params file (its node's
+    ros__parameters, keeping only the profiler's, tracker's and schedule's settings; the node checks the rest)."""
     from ..core.profiler import ProfilerConfig
 
     try:
@@ -53,20 +53,28 @@ def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         if isinstance(value, dict) and isinstance(value.get("ros__parameters"), dict):
             params = value["ros__parameters"]
             names = {f.name for f in dataclasses.fields(ProfilerConfig)}
-            tracking = params.get("tracking") if isinstance(params.get("tracking"), dict) else {}
-            return {k: v for k, v in params.items() if k in names}, dict(tracking)
-    tracking = data.pop("tracking", None) or {}
-    if not isinstance(tracking, dict):
-        raise SystemExit(fail(f"config file {path}: tracking: expected a mapping", 2))
-    return data, tracking
+            groups = [params.get(g) if isinstance(params.get(g), dict) else {} for g in ("tracking", "schedule")]
+            return {k: v for k, v in params.items() if k in names}, dict(groups[0]), dict(groups[1])
+    groups = []
+    for group in ("tracking", "schedule"):
+        settings = data.pop(group, None) or {}
+        if not isinstance(settings, dict):
+            raise SystemExit(fail(f"config file {path}: {group}: expected a mapping", 2))
+        groups.append(settings)
+    return data, groups[0], groups[1]
 
 
 def profile_config(args: argparse.Namespace):
-    """(ProfilerConfig, TrackerConfig) from --config and the options; a bad value exits 2."""
+    """(ProfilerConfig, TrackerConfig, ScheduleConfig) from --config and the options; a bad value exits 2."""
     from ..core.profiler import PHOTO_DEFAULTS, ConfigError, ProfilerConfig
+    from ..core.schedule import ScheduleConfig
     from ..core.tracking import TrackerConfig
 
-    data, tracking = load_config_file(args.config) if args.config else ({}, {})
+    data, tracking, schedule = load_config_file(args.config) if args.config else ({}, {}, {})
+    if args.schedule is not None:
+        schedule["enabled"] = args.schedule
+    if args.refresh_frames is not None:
+        schedule["refresh_frames"] = args.refresh_frames
     data = {**PHOTO_DEFAULTS, **data}  # photos: the most accurate detector, many small faces
     overrides = {"model": args.model, "device": args.device, "dtype": args.dtype,
                  "min_confidence": args.min_confidence, "models_dir": args.models_dir,
@@ -79,7 +87,8 @@ def profile_config(args: argparse.Namespace):
         data["detectors"] = args.detectors
     try:
         cfg = ProfilerConfig.from_dict(data)
-        return cfg, TrackerConfig.from_dict({**tracking, "min_confidence": cfg.min_confidence})
+        return (cfg, TrackerConfig.from_dict({**tracking, "min_confidence": cfg.min_confidence}),
+                ScheduleConfig.from_dict(schedule))
     except (ConfigError, ValueError, TypeError) as exc:
         raise SystemExit(fail(f"bad configuration: {exc}", 2)) from None
 
@@ -104,7 +113,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from ..core.profiler import Profiler
     from ..core.prompts import PromptError
 
-    cfg, tracking = profile_config(args)
+    cfg, tracking, schedule = profile_config(args)
     try:
         plan = plan_inputs(args.paths)
         check_annotate(args.annotate, plan)
@@ -121,7 +130,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return fail(str(exc), 2)
     log.info("model %s, detector %s", profiler.model_name, profiler.detector_name)
     cache = profiler.scorer.text_cache
-    run = ProfileRun(profiler, tracking, emit, args.annotate, progress=args.progress)
+    run = ProfileRun(profiler, tracking, emit, args.annotate, progress=args.progress, schedule=schedule)
     failures += run.all(plan.files)
     if cache is not None:
         log.info("caption embeddings: %d from the cache, %d computed (%s)", cache.hits, cache.misses, cache.root)
@@ -189,9 +198,11 @@ def print_table(source: str, profiles: Sequence[Any]) -> None:
 class ProfileRun:
     """One pass over the planned files: stills one by one, videos through a tracker each."""
 
-    def __init__(self, profiler, tracking, emit: Emitter, annotate: Path | None, progress: bool = True) -> None:
+    def __init__(self, profiler, tracking, emit: Emitter, annotate: Path | None, progress: bool = True,
+                 schedule=None) -> None:
         self.profiler = profiler
         self.tracking = tracking
+        self.schedule = schedule
         self.emit = emit
         self.annotate = annotate
         self.progress = progress
@@ -247,9 +258,11 @@ class ProfileRun:
 
     def video(self, path: Path, items, bar) -> None:
         from ..core.annotate import draw_profiles
+        from ..core.schedule import TrackedProfiler
         from ..core.tracking import FaceTracker
 
-        tracker = FaceTracker(self.tracking)
+        pipeline = TrackedProfiler(self.profiler, FaceTracker(self.tracking), self.schedule)
+        fps = video_fps(path)  # for seconds_since_scored in video time
         sink = self._sink(path)
         prefix = f"{path}:"
         try:
@@ -261,10 +274,9 @@ class ProfileRun:
                     self.failures += 1
                     self.emit.error(str(path), frame, item.error)
                     continue
-                profiles, latency_ms = self._profile(item.image)
                 start = time.perf_counter()
-                faces = tracker.update(profiles)
-                latency_ms += (time.perf_counter() - start) * 1000.0
+                faces = pipeline(item.image, now=(frame or 0) / fps)
+                latency_ms = (time.perf_counter() - start) * 1000.0
                 self.emit.frame(str(path), frame, item.image, self.profiler, latency_ms, faces)
                 if sink is not None:
                     try:
@@ -306,5 +318,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-cache-dir", type=output_dir_arg("--text-cache-dir"),
                    help="where caption embeddings are cached (default $DEMOPROF_CACHE/text or "
                         "~/.cache/demoprof/text; never face data)")
+    p.add_argument("--no-schedule", dest="schedule", action="store_false", default=None,
+                   help="videos: score every face on every frame (default: only new, unsettled or moved faces "
+                        "and a refresh; config/profiler.yaml `schedule`)")
+    p.add_argument("--refresh-frames", type=int, help="videos: re-score a settled face at least every N frames")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=cmd_profile)

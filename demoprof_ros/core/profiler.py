@@ -19,7 +19,7 @@ from .detection import DEFAULT_CHAIN, DEFAULT_MAX_SIDE, PHOTO_CHAIN, available_b
 from .images import to_bgr8
 from .models import load_model
 from .prompts import load_prompts, prompts_from_dict
-from .results import DetectionDrops, FaceProfile
+from .results import Detection, DetectionDrops, FaceProfile, FaceScores
 from .scorer import ZeroShotScorer, validate_attributes
 from .taxonomy import ATTRIBUTE_NAMES
 from .text_cache import TextEmbeddingCache
@@ -200,14 +200,22 @@ class Profiler:
 
     def __call__(self, image: np.ndarray) -> list[FaceProfile]:
         """One FaceProfile per face kept; what min_face_size / max_faces dropped is in `last_drops` (and logged)."""
+        frame, detections = self.detect(image)
+        return [FaceProfile(detection=d, scores=s) for d, s in zip(detections, self.score(frame, detections))]
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, list[Detection]]:
+        """(the frame as BGR uint8, the faces kept): the half of __call__ a tracked video runs on every frame."""
         frame = to_bgr8(image)
         counted = getattr(self.detector, "detect_counted", None)
         detections, drops = counted(frame) if counted else (self.detector.detect(frame), DetectionDrops())
         self._note_drops(drops)
+        return frame, list(detections)
+
+    def score(self, frame: np.ndarray, detections: Sequence[Detection]) -> list[FaceScores]:
+        """The model's estimate for each of these faces of `frame` (from detect), in one batch."""
         if not detections:
             return []
-        crops = [crop_face(frame, d, margin=self.margin, align=self.align) for d in detections]
-        return [FaceProfile(detection=d, scores=s) for d, s in zip(detections, self.scorer.score(crops))]
+        return self.scorer.score([crop_face(frame, d, margin=self.margin, align=self.align) for d in detections])
 
     def _note_drops(self, drops: DetectionDrops) -> None:
         """Count drops; log them at once the first time, then at most every DROP_LOG_PERIOD s (summed)."""

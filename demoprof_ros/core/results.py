@@ -109,12 +109,18 @@ class FaceScores:
 
 @dataclass
 class FaceProfile:
-    """A profiled face: where it is, how sure the detector was, and what the scorer says."""
+    """A profiled face: where it is, how sure the detector was, and what the scorer says.
+
+    frames_since_scored / seconds_since_scored: how old the newest model estimate in `scores` is (0 = scored on
+    this frame); a tracked face whose estimate has settled is re-scored only now and then (core/schedule.py).
+    """
 
     detection: Detection
     scores: FaceScores
     face_id: int | None = None
     frames_fused: int = 1
+    frames_since_scored: int = 0
+    seconds_since_scored: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         x1, y1, x2, y2 = (float(v) for v in self.detection.box)
@@ -125,4 +131,6 @@ class FaceProfile:
             "attributes": {k: v.to_dict() for k, v in self.scores.attributes.items()},
             "joint": [c.to_dict() for c in self.scores.joint],
             "frames_fused": self.frames_fused,
+            "frames_since_scored": int(self.frames_since_scored),
+            "seconds_since_scored": round(float(self.seconds_since_scored), 3),
         }

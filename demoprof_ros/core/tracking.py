@@ -9,6 +9,7 @@ looking. Plain Python: no ROS.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -118,11 +119,28 @@ class _AttributeFusion:
     def frames(self) -> int:
         return len(self.history) if self.mode != "ema" else self.count
 
+    def top(self) -> tuple[str, float]:
+        """(most likely class, its fused probability)."""
+        dist = self.distribution()
+        best = max(dist, key=dist.get)
+        return best, dist[best]
+
     def distribution(self) -> dict[str, float]:
         logp = self.ema if self.mode == "ema" else np.mean(np.stack(self.history), axis=0)
         p = np.exp(logp - logp.max())
         p /= p.sum()
         return {c: float(v) for c, v in zip(self.classes, p)}
+
+
+@dataclass(frozen=True)
+class ScoringState:
+    """What the scheduler (core/schedule.py) knows about a track before this frame is scored."""
+
+    box: tuple[float, float, float, float]  # the box at its last scoring
+    frames_since: int  # processed frames since then (1 = scored on the previous frame)
+    times_scored: int
+    label_changed: bool  # its last scoring changed a fused top label
+    min_top_probability: float  # the least top probability among its fused attributes
 
 
 @dataclass
@@ -134,6 +152,12 @@ class _Track:
     fusions: dict[str, _AttributeFusion] = field(default_factory=dict)
     latest: FaceScores | None = None
     confirmed: bool = False  # set once hits reach min_hits; stays set while the track lives
+    scored_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    scored_frame: int = 0
+    scored_at: float = 0.0
+    times_scored: int = 0
+    label_changed: bool = False
+    min_top_probability: float = 0.0
 
 
 class FaceTracker:
@@ -141,13 +165,15 @@ class FaceTracker:
 
     Ids are positive integers, never reused. A face is reported from the frame of its `min_hits`-th match on
     (and on every later frame it is matched in); a track unmatched in `max_misses` consecutive frames is dropped,
-    so the same person returning later gets a new id.
+    so the same person returning later gets a new id. A profile passed with `scores=None` (not scored on this
+    frame, core/schedule.py) keeps its track's fused estimate and ages it.
     """
 
     def __init__(self, config: TrackerConfig | None = None, **kwargs: Any) -> None:
         self.config = config if config is not None else TrackerConfig(**kwargs)
         self._tracks: list[_Track] = []
         self._next_id = 1
+        self._frame = 0  # update() calls so far: the index of the next frame
 
     def reset(self) -> None:
         """Forget every track (ids keep increasing)."""
@@ -158,15 +184,29 @@ class FaceTracker:
         """Ids of the confirmed tracks still alive (seen now or missed fewer than max_misses times)."""
         return [t.track_id for t in self._tracks if t.confirmed]
 
-    def update(self, profiles: Sequence[FaceProfile]) -> list[FaceProfile]:
-        """Match this frame's faces to the tracks, fuse their attributes and return the confirmed ones."""
+    def scoring_states(self, boxes: Sequence[Sequence[float]]) -> list[ScoringState | None]:
+        """For each box, the scoring state of the track update() would match it to (None: a new face)."""
+        pairs = self._match(boxes)
+        return [None if (t := pairs.get(i)) is None else
+                ScoringState(t.scored_box, self._frame - t.scored_frame, t.times_scored, t.label_changed,
+                             t.min_top_probability)
+                for i in range(len(boxes))]
+
+    def update(self, profiles: Sequence[FaceProfile], now: float | None = None) -> list[FaceProfile]:
+        """Match this frame's faces to the tracks, fuse their attributes and return the confirmed ones.
+
+        now: this frame's time in seconds (default monotonic), for `seconds_since_scored`.
+        """
         cfg = self.config
+        now = time.monotonic() if now is None else now
         pairs = self._match([p.detection.box for p in profiles])
         matched_tracks = set()
         out: list[FaceProfile] = []
         for det_index, profile in enumerate(profiles):
             track = pairs.get(det_index)
             if track is None:
+                if profile.scores is None:
+                    raise ValueError("a new face must be scored on its first frame (scores=None)")
                 track = _Track(track_id=self._next_id, detection=profile.detection)
                 self._next_id += 1
                 self._tracks.append(track)
@@ -175,15 +215,19 @@ class FaceTracker:
                 track.misses = 0
                 track.detection = profile.detection
             matched_tracks.add(id(track))
-            self._fuse(track, profile.scores)
+            if profile.scores is not None:
+                self._fuse(track, profile.scores)
+                track.scored_box = tuple(float(v) for v in profile.detection.box)  # type: ignore[assignment]
+                track.scored_frame, track.scored_at = self._frame, now
             if track.hits >= cfg.min_hits:
                 track.confirmed = True
             if track.confirmed:
-                out.append(self._profile(track))
+                out.append(self._profile(track, now))
         for track in self._tracks:
             if id(track) not in matched_tracks:
                 track.misses += 1
         self._tracks = [t for t in self._tracks if t.misses < cfg.max_misses]
+        self._frame += 1
         return out
 
     def _match(self, boxes: Sequence[Sequence[float]]) -> dict[int, _Track]:
@@ -208,6 +252,7 @@ class FaceTracker:
 
     def _fuse(self, track: _Track, scores: FaceScores) -> None:
         cfg = self.config
+        before = {name: state.top() for name, state in track.fusions.items()}
         track.latest = scores
         for name, result in scores.attributes.items():
             classes = tuple(result.distribution)
@@ -219,8 +264,12 @@ class FaceTracker:
             state.add(result.distribution)
         for name in set(track.fusions) - set(scores.attributes):
             del track.fusions[name]
+        tops = {name: state.top() for name, state in track.fusions.items()}
+        track.times_scored += 1
+        track.label_changed = any(before.get(name, (label, 0.0))[0] != label for name, (label, _) in tops.items())
+        track.min_top_probability = min((p for _, p in tops.values()), default=1.0)
 
-    def _profile(self, track: _Track) -> FaceProfile:
+    def _profile(self, track: _Track, now: float) -> FaceProfile:
         latest = track.latest
         assert latest is not None
         attributes = {name: AttributeResult.from_distribution(track.fusions[name].distribution(),
@@ -229,4 +278,6 @@ class FaceTracker:
         frames = max((s.frames for s in track.fusions.values()), default=1)
         # Joint top-k candidates cover only k of all descriptions, so they are not fusable: the newest frame's.
         return FaceProfile(detection=track.detection, scores=FaceScores(attributes=attributes, joint=latest.joint),
-                           face_id=track.track_id, frames_fused=frames)
+                           face_id=track.track_id, frames_fused=frames,
+                           frames_since_scored=self._frame - track.scored_frame,
+                           seconds_since_scored=max(0.0, now - track.scored_at))

@@ -1,4 +1,4 @@
-"""ROS parameters <-> ProfilerConfig / TrackerConfig / node settings.
+"""ROS parameters <-> ProfilerConfig / TrackerConfig / ScheduleConfig / node settings.
 
 Every parameter is declared with dynamic typing so that a wrong type in a params file or a `-p` override does
 not kill the process at start-up with rclpy's terse type exception; instead `on_configure` checks each value
@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from ..core.images import MAX_PIXELS
 from ..core.profiler import ConfigError, ProfilerConfig
 from ..core.prompts import PromptError, load_prompts
+from ..core.schedule import ScheduleConfig
 from ..core.taxonomy import ATTRIBUTE_NAMES
 from ..core.tracking import TrackerConfig
 
@@ -51,6 +52,17 @@ _TRACKING_DOC = {
     "fusion": "how attribute estimates are fused over a track: ema, window or none",
     "alpha": "ema: weight of the newest frame",
     "window": "window: number of latest frames averaged",
+}
+_SCHEDULE_DOC = {
+    "enabled": "score a tracked face only when new, unsettled, moved or due for a refresh (false: every face, "
+               "every frame)",
+    "refresh_frames": "a settled face is re-scored at least every this many processed frames",
+    "min_scores": "a face is unsettled until scored this many times",
+    "stable_confidence": "... or while a fused attribute's top probability is below this (or its label just changed)",
+    "unsettled_frames": "an unsettled face is re-scored every this many frames",
+    "rescore_iou": "re-score when the box overlaps the box at the last scoring by less than this",
+    "rescore_scale": "... or the face's size changed by more than this factor",
+    "max_scored_per_frame": "most already-scored faces re-scored per frame (0 = no cap; new faces always are)",
 }
 #: Node settings: name -> (default, description).
 _NODE_PARAMS: dict[str, tuple[Any, str]] = {
@@ -88,6 +100,9 @@ def parameter_table() -> dict[str, tuple[Any, str]]:
         if f.name == "min_confidence":  # the same bar as the per-frame results
             continue
         table[f"tracking.{f.name}"] = (getattr(tracker, f.name), _TRACKING_DOC.get(f.name, ""))
+    schedule = ScheduleConfig()
+    for f in dataclasses.fields(ScheduleConfig):
+        table[f"schedule.{f.name}"] = (getattr(schedule, f.name), _SCHEDULE_DOC.get(f.name, ""))
     table.update(_NODE_PARAMS)
     return table
 
@@ -98,6 +113,7 @@ class NodeSettings:
 
     profiler: ProfilerConfig
     tracking: TrackerConfig
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     max_rate: float = 0.0
     reliability: str = "best_effort"
     transport: str = "auto"
@@ -123,6 +139,7 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
 
     profiler_values: dict[str, Any] = {}
     tracking_values: dict[str, Any] = {}
+    schedule_values: dict[str, Any] = {}
     node_values: dict[str, Any] = {}
     for name, value in checked.items():
         group, _, key = name.partition(".")
@@ -130,6 +147,8 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
             profiler_values.setdefault("attributes", {})[key] = value
         elif key and group == "tracking":
             tracking_values[key] = value
+        elif key and group == "schedule":
+            schedule_values[key] = value
         elif name in _NODE_PARAMS:
             node_values[name] = value
         else:
@@ -142,9 +161,13 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
         tracking = TrackerConfig.from_dict({**tracking_values, "min_confidence": profiler.min_confidence})
     except ValueError as exc:
         raise ConfigError(f"parameter {exc}") from None
+    try:
+        schedule = ScheduleConfig.from_dict(schedule_values)
+    except ValueError as exc:
+        raise ConfigError(f"parameter {exc}") from None
     if not profiler.attributes:
         raise ConfigError("parameters attributes.*: every attribute is switched off; enable at least one")
-    settings = NodeSettings(profiler=profiler, tracking=tracking, **node_values)
+    settings = NodeSettings(profiler=profiler, tracking=tracking, schedule=schedule, **node_values)
     if settings.reliability not in RELIABILITY:
         raise ConfigError(f"parameter reliability: expected one of {RELIABILITY}, got {settings.reliability!r}")
     if settings.transport not in TRANSPORTS:

@@ -36,6 +36,7 @@ from ..core.images import ImageError
 from ..core.profiler import ConfigError, Profiler
 from ..core.results import FaceProfile
 from .hri_output import HriOutput, import_hri_msgs
+from ..core.schedule import TrackedProfiler
 from ..core.tracking import FaceTracker
 from .diagnostics import Counters, DiagMark, diagnostic_status, snapshot
 from .image_conversion import (
@@ -94,6 +95,7 @@ class ProfilerNode(LifecycleNode):
         self.settings: NodeSettings | None = None
         self.profiler: Profiler | None = None
         self.tracker: FaceTracker | None = None
+        self.pipeline: TrackedProfiler | None = None
         self.configure_error: str | None = None
         self.configure_exit_code = 0
         self._mailbox = FrameMailbox()
@@ -147,6 +149,7 @@ class ProfilerNode(LifecycleNode):
             return self._configure_interrupted()
         self.settings, self.profiler = settings, profiler
         self.tracker = FaceTracker(settings.tracking)
+        self.pipeline = TrackedProfiler(profiler, self.tracker, settings.schedule)
         self._profile_pub = self.create_lifecycle_publisher(String, "user_profile", 10)
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         if settings.debug_image:
@@ -154,7 +157,10 @@ class ProfilerNode(LifecycleNode):
         self._hri = self._make_hri(settings)
         log.info(f"configured: model {profiler.model_name}, detector {profiler.detector_name}, attributes "
                  f"{list(cfg.attributes)}, tracking {settings.tracking.fusion} (min_hits "
-                 f"{settings.tracking.min_hits}, max_misses {settings.tracking.max_misses})")
+                 f"{settings.tracking.min_hits}, max_misses {settings.tracking.max_misses}), "
+                 + (f"scheduled scoring (refresh every {settings.schedule.refresh_frames} frames, at most "
+                    f"{settings.schedule.max_scored_per_frame or 'all'} re-scored per frame)"
+                    if settings.schedule.enabled else "every face scored on every frame"))
         return TransitionCallbackReturn.SUCCESS
 
     def _configure_failed(self, message: str, exit_code: int) -> TransitionCallbackReturn:
@@ -186,7 +192,7 @@ class ProfilerNode(LifecycleNode):
         with self._lock:
             self._counters = Counters(last_done=time.monotonic())
         self._mailbox = FrameMailbox()
-        self.tracker.reset()
+        self.pipeline.reset()
         self._start_worker()
         transport = self.settings.transport
         self._image_subs = {}
@@ -211,7 +217,7 @@ class ProfilerNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_active()
         self._destroy_outputs()
-        self.profiler = self.tracker = self.settings = None
+        self.profiler = self.tracker = self.pipeline = self.settings = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -315,14 +321,13 @@ class ProfilerNode(LifecycleNode):
         topic = "image/compressed" if kind == "compressed" else "image"
         try:
             image = compressed_to_bgr(msg, limit) if kind == "compressed" else image_to_bgr(msg, limit)
-            faces = self.profiler(image)
+            profiles = self.pipeline(image)
         except (ImageConversionError, ImageError) as exc:
             self._count("bad_frames")
             fault = getattr(exc, "kind", "image")
             self._log_throttled("warning", f"bad:{topic}:{fault}", f"skipped a bad frame on '{topic}' (frame_id "
                                 f"'{wire_text(msg.header.frame_id)}'): {wire_text(exc, 300)}")
             return
-        profiles = self.tracker.update(faces)
         done = time.monotonic()
         with self._lock:
             processed = self._counters.processed + 1
@@ -367,6 +372,9 @@ class ProfilerNode(LifecycleNode):
                                                worker is not None and worker.is_alive())
         if self.profiler is not None:
             values.update(model=self.profiler.model_name, detector=self.profiler.detector_name)
+        pipeline = self.pipeline
+        if pipeline is not None:  # crops the model scored vs faces detected since activation (scheduling)
+            values.update(faces_scored=str(pipeline.faces_scored), faces_tracked=str(pipeline.faces_tracked))
         return values
 
     def _publish_diagnostics(self) -> None:
