@@ -188,6 +188,33 @@ def agreement(on: dict, off: dict, truth: list[dict[str, str]]) -> dict[str, Any
     return out
 
 
+def offline_agreement(args, seq: Sequence, truth: list[dict[str, str]], schedules: dict[str, dict]) -> dict:
+    """Every frame of the sequence through the node's pipeline in this process (no DDS, nothing dropped):
+    each named schedule against every-frame scoring on identical frames, so only the schedule differs."""
+    from demoprof_ros.core.profiler import Profiler, ProfilerConfig
+    from demoprof_ros.core.schedule import ScheduleConfig, TrackedProfiler
+    from demoprof_ros.core.tracking import FaceTracker, TrackerConfig
+
+    cfg = ProfilerConfig(model=args.model, dtype=args.dtype, **({"detectors": tuple(args.detectors)}
+                                                              if args.detectors else {}))
+    profiler = Profiler.from_config(cfg)
+    profiler.warmup()
+    frames = [seq.frame(i) for i in range(seq.frames)]
+
+    def run(schedule: ScheduleConfig) -> tuple[dict, int]:
+        pipeline = TrackedProfiler(profiler, FaceTracker(TrackerConfig()), schedule)
+        back = {i: (0.0, {"faces": [p.to_dict() for p in pipeline(f, now=i / 30.0)]}) for i, f in enumerate(frames)}
+        return labels_by_identity(seq, back), pipeline.faces_scored
+
+    off, scored_off = run(ScheduleConfig(enabled=False))
+    out = {}
+    for name, settings in schedules.items():
+        on, scored_on = run(ScheduleConfig(**settings))
+        out[name] = {"settings": settings, "faces_scored": scored_on, "faces_scored_every_frame": scored_off,
+                     "agreement": agreement(on, off, truth)}
+    return out
+
+
 # --- main -----------------------------------------------------------------------------------------------------
 
 def node_params(args, schedule: bool) -> dict[str, Any]:
@@ -195,6 +222,9 @@ def node_params(args, schedule: bool) -> dict[str, Any]:
               "debug_image": False, "schedule.enabled": schedule}
     if args.detectors:
         params["detectors"] = args.detectors
+    for item in args.param:
+        key, _, value = item.partition("=")
+        params[key] = value
     return params
 
 
@@ -244,13 +274,25 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-timeout", type=float, default=300.0)
     p.add_argument("--log-dir", default="", help="keep the nodes' logs here (default: a temporary folder)")
+    p.add_argument("--param", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="more node parameters for both runs, e.g. schedule.refresh_frames=30")
+    p.add_argument("--node-env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra environment of the node process, e.g. OMP_NUM_THREADS=1")
+    p.add_argument("--offline", action="store_true",
+                   help="also replay every frame in this process (no DDS, no drops): agreement due to the schedule alone")
+    p.add_argument("--offline-schedules", nargs="*", default=[], metavar="K=V[,K=V]",
+                   help="more schedules for --offline besides the default, e.g. refresh_frames=8,max_scored_per_frame=2")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
+    for item in args.param + args.node_env:
+        if "=" not in item or item.startswith("="):
+            p.error(f"expected NAME=VALUE, got {item!r}")
 
     folder = Path(args.face_set) if args.face_set else next((f for f in FACE_SETS if f.is_dir()), None)
     if folder is None or not (folder / "labels.csv").is_file():
         raise SystemExit(f"no labelled face set at {args.face_set or FACE_SETS[0]} (--face-set FOLDER with labels.csv)")
     env = ros_env()
+    env.update(item.split("=", 1) for item in args.node_env)
     results: dict[str, Any] = {"benchmark": "schedule", "command": command_line(), "args": vars(args),
                                "machine": machine_info("cpu"), "face_set": str(folder), "runs": []}
     print(f"bench_schedule: model {args.model}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}", flush=True)
@@ -267,12 +309,28 @@ def main(argv=None) -> int:
             on = run_setting(args, env, log_dir, seq, messages, True, n)
             off = run_setting(args, env, log_dir, seq, messages, False, n)
             agree = agreement(on.pop("labels"), off.pop("labels"), [labels for _, labels in faces])
-            results["runs"].append({"faces": n, "schedule": on, "every_frame": off, "agreement": agree,
-                                    "speedup": on["frames_per_s"] / off["frames_per_s"] if off["frames_per_s"]
-                                    else None})
+            run = {"faces": n, "schedule": on, "every_frame": off, "agreement": agree,
+                   "speedup": on["frames_per_s"] / off["frames_per_s"] if off["frames_per_s"] else None}
+            if args.offline:
+                schedules = {"default": {}, **{item: dict(_setting(kv) for kv in item.split(","))
+                                               for item in args.offline_schedules}}
+                try:
+                    run["offline"] = offline_agreement(args, seq, [labels for _, labels in faces], schedules)
+                except Exception as exc:  # noqa: BLE001 - keep the DDS figures of this run
+                    import traceback
+                    traceback.print_exc()
+                    run["offline_error"] = f"{type(exc).__name__}: {exc}"
+            results["runs"].append(run)
     print_report(results)
     write_json(args.out, results)
     return 0
+
+
+def _setting(item: str) -> tuple[str, Any]:
+    """'refresh_frames=8' -> ('refresh_frames', 8): a schedule setting with its YAML type."""
+    import yaml
+    key, _, value = item.partition("=")
+    return key.strip(), yaml.safe_load(value)
 
 
 def print_report(results: dict[str, Any]) -> None:
@@ -302,6 +360,14 @@ def print_report(results: dict[str, Any]) -> None:
                          pct(v["accuracy_off"])])
     print(markdown_table(["faces", "attribute", "(frame, face) pairs", "agreement on/off", "accuracy scheduled",
                           "accuracy every frame"], rows))
+    rows = [[run["faces"], name, f"{o['faces_scored']}/{o['faces_scored_every_frame']}",
+             *(f"{100 * o['agreement'][a]['agreement']:.1f} %" if o["agreement"][a]["agreement"] is not None
+               else "-" for a in ATTRIBUTES)]
+            for run in results["runs"] for name, o in run.get("offline", {}).items()]
+    if rows:
+        print("\nIn this process, every frame, nothing dropped (the schedule is the only difference):\n")
+        print(markdown_table(["faces", "schedule", "faces scored / every frame", *(f"{a} agreement"
+                                                                                 for a in ATTRIBUTES)], rows))
     speed = ", ".join(f"{r['faces']} face(s): {r['speedup']:.1f}x" for r in results["runs"] if r["speedup"])
     print(f"\nspeed-up of scheduled over every-frame scoring (processed frames/s): {speed}. Agreement: fused labels "
           f"of the frames both runs processed, after each face's first {FIRST_SECOND} frames.")
