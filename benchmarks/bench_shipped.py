@@ -111,27 +111,35 @@ def compare(samples, ours: dict, peer: dict) -> dict:
     return out
 
 
+def fine(label, attribute: str):
+    """The label if the model can name it; None for a coarse one (UTKFace `Asian`, `Others`): not counted."""
+    return label if label in CLASSES[attribute] else None
+
+
 def align_study(scorer, samples, crops, n: int, chain: str) -> dict:
-    """Does `align: true` help? On the first n test images: detect (the CLI chain, which gives landmarks), crop
+    """Does `align: true` help? On n test images spread evenly over the set (UTKFace's files sort by age):
+    detect (the CLI chain, which gives landmarks), crop
     the largest face as the profiler does (margin 0.25), plain and 5-point aligned; accuracy of each, and of the
-    whole test image, on the rows where a face with landmarks was found."""
+    whole test image, on the rows where a face with landmarks was found (race only where the label is a fine class)."""
     from demoprof_ros.core.detection import build_detector, crop_face
     detector = build_detector(chain, min_face_size=12, max_faces=4)
     plain, aligned, rows = [], [], []
-    for i, crop in enumerate(crops[:n]):
+    picked = sorted(set(np.linspace(0, len(crops) - 1, min(n, len(crops))).round().astype(int).tolist()))
+    for i in picked:
+        crop = crops[i]
         found = [d for d in detector.detect(crop) if d.landmarks is not None]
         if found:
             face = max(found, key=lambda d: d.width * d.height)
             plain.append(crop_face(crop, face, margin=0.25))
             aligned.append(crop_face(crop, face, margin=0.25, align=True))
             rows.append(i)
-    out = {"detector": detector.name, "images": min(n, len(crops)), "faces_with_landmarks": len(rows)}
+    out = {"detector": detector.name, "images": len(picked), "faces_with_landmarks": len(rows)}
     if not rows:
         return out
     whole = labels_of(scorer, scorer.encode_images([crops[i] for i in rows]))
     for name, faces in (("whole_image", None), ("detected_plain", plain), ("detected_aligned", aligned)):
         pred = whole if faces is None else labels_of(scorer, scorer.encode_images(faces))
-        out[name] = {a: accuracy(pred[a], [samples[i].labels.get(a) for i in rows], range(len(rows)))
+        out[name] = {a: accuracy(pred[a], [fine(samples[i].labels.get(a), a) for i in rows], range(len(rows)))
                      for a in CLASSES}
     return out
 
