@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from .results import FaceProfile
-from .tracking import FaceTracker, ScoringState, iou
+from .tracking import FaceTracker, ScoringState, _is_int, _is_num, iou
 
 #: Why a face is scored, most urgent first (the order the per-frame cap serves them in).
 REASONS = ("new", "moved", "unsettled", "refresh")
@@ -70,14 +70,6 @@ class ScheduleConfig:
         if unknown:
             raise ValueError(f"unknown schedule settings {unknown}; known: {sorted(f.name for f in fields(cls))}")
         return cls(**data)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _side(box: Sequence[float]) -> float:
