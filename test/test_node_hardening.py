@@ -138,7 +138,7 @@ def test_bomb_after_a_warning_does_not_stop_profiling(node, published, capfd) ->
     feed(node, compressed(png_declaring(30000, 30000, rows=4)), "compressed")
     original = node.tracker.update
 
-    def boom(faces):
+    def boom(faces, now=None):
         node.tracker.update = original
         raise RuntimeError("a bug in one frame")
 
