@@ -35,9 +35,9 @@ from ..core.annotate import draw_profiles
 from ..core.images import ImageError
 from ..core.profiler import ConfigError, Profiler
 from ..core.results import FaceProfile
-from .hri_output import HriOutput, import_hri_msgs
 from ..core.schedule import TrackedProfiler
 from ..core.tracking import FaceTracker
+from .hri_output import HriOutput, import_hri_msgs
 from .diagnostics import Counters, DiagMark, diagnostic_status, snapshot
 from .image_conversion import (
     ImageConversionError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr, wire_text,
