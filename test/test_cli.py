@@ -67,7 +67,7 @@ def test_cli_record_schema_bites():
         with pytest.raises(jsonschema.ValidationError):
             CLI_RECORD.validate(bad)
     face = {"id": None, "box": {"x": 0, "y": 0, "width": 1, "height": 1}, "detection_score": 0.5,
-            "attributes": {}, "joint": [], "frames_fused": 1}
+            "attributes": {}, "joint": [], "frames_fused": 1, "frames_since_scored": 0, "seconds_since_scored": 0.0}
     frame = {"schema": "demoprof_ros/cli_profile", "version": 1, "source": "x.jpg", "frame": None,
              "image": {"width": 2, "height": 2}, "model": "m", "detector": "haar", "latency_ms": 1.0, "faces": [face]}
     with pytest.raises(jsonschema.ValidationError):  # what the CLI printed before: "id": null
