@@ -55,8 +55,8 @@ def profile(image: str | Path | np.ndarray, model: str = "auto", **config: Any) 
     min_confidence=0.5, ...); a bad name or value raises profiler.ConfigError. Returns FaceProfile.to_dict()
     per face, largest first: id (1, 2, ... in that order: a single image has no tracks), box {x, y, width, height},
     detection_score, attributes {name: {label, confidence, undetermined, top, distribution}}, joint [{text,
-    probability, ...}], frames_fused, frames_since_scored (0), seconds_since_scored (0.0). The model and detector are loaded once and kept for the next call with
-    the same settings.
+    probability, ...}], frames_fused, frames_since_scored (0), seconds_since_scored (0.0). The model and
+    detector are loaded once and kept for the next call with the same settings.
     """
     global _last
     from .core.images import load_image
