@@ -116,11 +116,12 @@ def fine(label, attribute: str):
     return label if label in CLASSES[attribute] else None
 
 
-def align_study(scorer, samples, crops, n: int, chain: str) -> dict:
+def align_study(scorer, samples, crops, whole: dict[str, list[str]], n: int, chain: str) -> dict:
     """Does `align: true` help? On n test images spread evenly over the set (UTKFace's files sort by age):
     detect (the CLI chain, which gives landmarks), crop
     the largest face as the profiler does (margin 0.25), plain and 5-point aligned; accuracy of each, and of the
-    whole test image, on the rows where a face with landmarks was found (race only where the label is a fine class)."""
+    whole test image (`whole`: its labels, already scored by the caller), on the rows where a face with landmarks
+    was found (race only where the label is a fine class)."""
     from demoprof_ros.core.detection import build_detector, crop_face
     detector = build_detector(chain, min_face_size=12, max_faces=4)
     plain, aligned, rows = [], [], []
@@ -136,9 +137,9 @@ def align_study(scorer, samples, crops, n: int, chain: str) -> dict:
     out = {"detector": detector.name, "images": len(picked), "faces_with_landmarks": len(rows)}
     if not rows:
         return out
-    whole = labels_of(scorer, scorer.encode_images([crops[i] for i in rows]))
     for name, faces in (("whole_image", None), ("detected_plain", plain), ("detected_aligned", aligned)):
-        pred = whole if faces is None else labels_of(scorer, scorer.encode_images(faces))
+        pred = ({a: [whole[a][i] for i in rows] for a in whole} if faces is None
+                else labels_of(scorer, scorer.encode_images(faces)))
         out[name] = {a: accuracy(pred[a], [fine(samples[i].labels.get(a), a) for i in rows], range(len(rows)))
                      for a in CLASSES}
     return out
@@ -189,7 +190,7 @@ def main() -> int:
                                     for a in ours},
                  "bf16_images": len(ours16["gender"]), "majority": majority(samples)}
         if args.align_images:
-            entry["align"] = align_study(scorer, samples, crops, args.align_images, args.align_chain)
+            entry["align"] = align_study(scorer, samples, crops, ours, args.align_images, args.align_chain)
         try:
             peer = peer_rows(args.peer_python, csvs, args.limit, args.peer_results)
             entry["vs_peer"] = compare(samples, ours, peer)
