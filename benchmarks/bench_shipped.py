@@ -169,13 +169,16 @@ def main() -> int:
     p.add_argument("--bf16-images", type=int, default=500, help="rows per test set scored in bf16 too")
     p.add_argument("--align-images", type=int, default=300, help="rows per test set in the align study (0 = skip)")
     p.add_argument("--align-chain", default="mtcnn", help="detector of the align study (needs landmarks)")
+    p.add_argument("--attribute-scoring", choices=("prompts", "descriptions"),
+                   help="how our attributes are scored (default: the model's meta.json)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "shipped" / "bench_shipped.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    scorer = make_scorer(args.model)
-    scorer_bf16 = make_scorer(args.model, dtype="bf16")
+    scorer = make_scorer(args.model, attribute_scoring=args.attribute_scoring)
+    scorer_bf16 = make_scorer(args.model, dtype="bf16", attribute_scoring=args.attribute_scoring)
     info = machine_info()
-    report = {"machine": info, "machine_line": machine_line(info), "model": scorer.loaded.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    report = {"machine": info, "machine_line": machine_line(info), "model": scorer.loaded.name,
+              "attribute_scoring": scorer.attribute_scoring, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "sets": {}}
     settings = EvalSettings(retrieval_k=0, progress=False, plots=False, batch_size=64)
     for name, files in SETS.items():

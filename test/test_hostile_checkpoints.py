@@ -260,6 +260,7 @@ META_CASES = {
     "std_negative": ({"std": [-1.0, 0.2, 0.2]}, "std/"),
     "name_10k": ({"name": "n" * 10000}, "name"),
     "prompts_list": ({"prompts": ["a photo"]}, "prompts"),
+    "attribute_scoring_unknown": ({"attribute_scoring": "eval(1)"}, "attribute_scoring"),
 }
 
 

@@ -118,7 +118,7 @@ def test_no_crops_and_no_attributes(tiny):
 
 
 @pytest.mark.parametrize("kwargs", [{"attributes": ("age", "height")}, {"min_confidence": 1.5},
-                                    {"batch_size": 0}])
+                                    {"batch_size": 0}, {"attribute_scoring": "joint"}])
 def test_bad_arguments(tiny, kwargs):
     with pytest.raises(ValueError):
         ZeroShotScorer(tiny, **kwargs)
@@ -126,3 +126,26 @@ def test_bad_arguments(tiny, kwargs):
 
 def test_descriptions_follow_enabled_attributes(tiny):
     assert ZeroShotScorer(tiny, attributes=("gender", "age")).descriptions == descriptions(("age", "gender"))
+
+
+@pytest.mark.parametrize("attributes", [("age", "gender", "race"), ("gender", "race"), ("age",)])
+def test_description_scoring_is_the_marginal_of_the_joint_softmax(tiny, attributes):
+    scorer = ZeroShotScorer(tiny, attributes=attributes, attribute_scoring="descriptions")
+    embeddings = scorer.encode_images(_crops(3))
+    joint = scorer.joint_probs(embeddings)
+    probs = scorer.attribute_probs(embeddings)
+    for a in attributes:
+        expected = torch.stack([sum(joint[:, k] for k, d in enumerate(scorer.descriptions) if d.as_dict()[a] == c)
+                                for c in CLASSES[a]], dim=1)
+        assert torch.allclose(probs[a], expected, atol=1e-6)
+        assert torch.allclose(probs[a].sum(-1), torch.ones(3), atol=1e-5)
+    prompts = ZeroShotScorer(tiny, attributes=attributes).attribute_probs(embeddings)
+    assert not all(torch.allclose(probs[a], prompts[a], atol=1e-4) for a in attributes)
+
+
+def test_attribute_scoring_comes_from_the_checkpoint_unless_given(tiny):
+    import dataclasses
+    declared = dataclasses.replace(tiny, meta={**tiny.meta, "attribute_scoring": "descriptions"})
+    assert ZeroShotScorer(tiny).attribute_scoring == "prompts"
+    assert ZeroShotScorer(declared).attribute_scoring == "descriptions"
+    assert ZeroShotScorer(declared, attribute_scoring="prompts").attribute_scoring == "prompts"

@@ -110,11 +110,13 @@ def test_recipe_short_run_trains_and_installs(shared_data, tmp_path, monkeypatch
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == info["sha256"]
     meta = json.loads((installed / "meta.json").read_text())
     assert meta["data"]["train"]["coarse_labels"] == "sample"
+    assert meta["attribute_scoring"] == "descriptions"  # the recipe's: selection and test used it too
     loaded = load_model(str(installed))
     assert loaded.name == SHIPPED_NAME and loaded.image_size == 112
     assert tuple(loaded.mean) == shipped_model.IMAGENET_MEAN
     results = json.loads(Path(info["test_results"]).read_text())
     assert set(results["datasets"]) == {"test_fairface_val_sample", "test_fairface_agegender_540", "test_utkface_test"}
+    assert results["attribute_scoring"] == "descriptions"
 
 
 @pytest.mark.skipif(not (SHIPPED_DIR / "model.safetensors").is_file(), reason="shipped model not built here")
@@ -126,6 +128,7 @@ def test_the_shipped_files_match_their_card():
     assert digest in (SHIPPED_DIR / "MODEL_CARD.md").read_text()
     loaded = models.load_model("shipped")
     assert loaded.name == SHIPPED_NAME and not loaded.meta.get("untrained")
+    assert loaded.meta["attribute_scoring"] == "descriptions"
 
 
 def test_bench_shipped_smoke(shared_data, tmp_path):

@@ -216,6 +216,7 @@ def test_smoke_run_writes_outputs_and_loss_falls(smoke):
     assert len(meta["data"]["train"]["fingerprint"]) == 16
     assert meta["prompts"]["description_templates"] and meta["taxonomy"]["gender"] == ["Male", "Female"]
     assert meta["loss"]["mim"] is None and meta["package_version"]
+    assert meta["attribute_scoring"] == "prompts"  # "" = the base model's, and tiny declares none
     assert meta["model_cfg"]["vision_cfg"]["image_size"] == 64
     saved = json.loads((output / "summary.json").read_text())
     assert saved["seeds"] == [0] and saved["metrics"]["score"]["std"] == 0.0

@@ -69,6 +69,9 @@ MODEL_CFG_SCHEMA: dict[str, Any] = {
         },
     },
 }
+#: How a model's attributes are scored (core/scorer.py): their own prompt ensembles, or the marginals of the
+#: joint softmax over full descriptions (for models fine-tuned on descriptions only).
+ATTRIBUTE_SCORING = ("prompts", "descriptions")
 META_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -79,6 +82,7 @@ META_SCHEMA: dict[str, Any] = {
         "mean": _triple(-10.0, 10.0),
         "std": _triple(0.0, 10.0, exclusive_low=True),
         "prompts": {"type": ["object", "null"]},
+        "attribute_scoring": {"enum": list(ATTRIBUTE_SCORING)},
     },
 }
 

@@ -193,10 +193,10 @@ class Profiler:
         sizes: batch sizes to run; default one face, or every fixed batch size of a compiled image tower
         (scorer.compile_image_encoder), which would otherwise compile on the first frame of each size.
         """
-        _ = self.scorer.heads, (self.scorer.joint_head if self.scorer.joint_top_k else None)
         size = self.scorer.loaded.image_size
         for n in sizes or self.scorer.buckets or (1,):
-            self.scorer.encode_images([np.zeros((size, size, 3), np.uint8)] * n)
+            embeddings = self.scorer.encode_images([np.zeros((size, size, 3), np.uint8)] * n)
+            self.scorer.score_embeddings(embeddings)  # encodes the text heads this scorer uses
 
     def __call__(self, image: np.ndarray) -> list[FaceProfile]:
         """One FaceProfile per face kept; what min_face_size / max_faces dropped is in `last_drops` (and logged)."""

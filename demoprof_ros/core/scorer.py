@@ -2,7 +2,10 @@
 
 Each attribute is a softmax over its classes, each class represented by the mean of its normalised caption
 embeddings (prompt ensembling). Joint scoring ranks the full descriptions of the enabled attributes
-(9 x 2 x 7 = 126 with all on) the way the paper poses the task. Text embeddings depend only on the model
+(9 x 2 x 7 = 126 with all on) the way the paper poses the task. A model fine-tuned on full descriptions
+(FLYP) never saw single-attribute prompts, so it can score each attribute as the marginal of the joint
+softmax instead (`attribute_scoring: descriptions`, declared in the checkpoint's meta.json): on the shipped
+model that lifts UTKFace age from 38 to 61 % (docs/evaluation.md). Text embeddings depend only on the model
 and the prompts, so they are computed once per scorer (`refresh_text` after the text tower changes, as
 training does each epoch); image crops are encoded in batches.
 
@@ -18,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .model_meta import ATTRIBUTE_SCORING
 from .models import LoadedModel
 from .prompts import PromptSet
 from .results import AttributeResult, FaceScores, JointCandidate
@@ -73,11 +77,20 @@ def batch_buckets(batch_size: int) -> tuple[int, ...]:
 
 
 class ZeroShotScorer:
-    """Scores face crops with a CLIP-like model and a prompt set."""
+    """Scores face crops with a CLIP-like model and a prompt set.
+
+    attribute_scoring: one of ATTRIBUTE_SCORING; None = the checkpoint's meta.json `attribute_scoring`, else
+    "prompts" (what zero-shot CLIP / FaRL are scored with).
+    """
 
     def __init__(self, loaded: LoadedModel, prompts: PromptSet | None = None,
                  attributes: Sequence[str] = ATTRIBUTE_NAMES, min_confidence: float = 0.4,
-                 joint_top_k: int = 3, batch_size: int = 32, text_cache: Any = None) -> None:
+                 joint_top_k: int = 3, batch_size: int = 32, text_cache: Any = None,
+                 attribute_scoring: str | None = None) -> None:
+        if attribute_scoring is None:
+            attribute_scoring = (loaded.meta or {}).get("attribute_scoring") or "prompts"
+        if attribute_scoring not in ATTRIBUTE_SCORING:
+            raise ValueError(f"attribute_scoring must be one of {ATTRIBUTE_SCORING}, got {attribute_scoring!r}")
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if joint_top_k < 0 or batch_size < 1:
@@ -88,12 +101,14 @@ class ZeroShotScorer:
         self.min_confidence = min_confidence
         self.joint_top_k = joint_top_k
         self.batch_size = batch_size
+        self.attribute_scoring = attribute_scoring
         # Optional on-disk cache of caption embeddings (text_cache.TextEmbeddingCache), valid only for the
         # weights the model was loaded with: refresh_text() drops it.
         self.text_cache = text_cache
         self.descriptions: list[Description] = descriptions(self.attributes) if self.attributes else []
         self._heads: dict[str, torch.Tensor] | None = None
         self._joint_head: torch.Tensor | None = None
+        self._membership: dict[str, torch.Tensor] | None = None
         self._compiled: Any = None       # torch.compile'd encode_image, or None (eager)
         self._compile_mode = ""
         self.buckets: tuple[int, ...] = ()  # fixed batch sizes of the compiled tower (empty: eager)
@@ -200,9 +215,24 @@ class ZeroShotScorer:
 
     # --- scoring ---------------------------------------------------------------------------------
     def attribute_probs(self, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per enabled attribute, N x C class probabilities."""
+        """Per enabled attribute, N x C class probabilities (CLASSES order)."""
+        if self.attribute_scoring == "descriptions":
+            joint = self.joint_probs(embeddings)
+            return {a: joint @ member.to(joint) for a, member in self.membership.items()}
         scale = self.logit_scale
         return {a: (scale * embeddings @ head.T).softmax(dim=-1) for a, head in self.heads.items()}
+
+    @property
+    def membership(self) -> dict[str, torch.Tensor]:
+        """Per enabled attribute, a K x C 0/1 matrix: full description k carries class c (joint -> marginal)."""
+        if self._membership is None:
+            self._membership = {}
+            for a in self.attributes:
+                member = torch.zeros(len(self.descriptions), len(CLASSES[a]), device=self.device)
+                for k, d in enumerate(self.descriptions):
+                    member[k, CLASSES[a].index(d.as_dict()[a])] = 1.0
+                self._membership[a] = member
+        return self._membership
 
     def joint_probs(self, embeddings: torch.Tensor) -> torch.Tensor:
         """N x K probabilities over the full descriptions (`self.descriptions` order)."""

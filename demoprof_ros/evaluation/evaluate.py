@@ -35,6 +35,7 @@ from ..training.datasets import DatasetError, DatasetReport, Sample, read_datase
 from .coarse import in_vocabulary, merge_descriptions, merge_note
 from .metrics import classification_report, expected_calibration_error, group_report
 from .report import pct as _pct, render_report
+from ..core.model_meta import ATTRIBUTE_SCORING
 from ..core.outputs import output_dir_arg
 from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
 
@@ -69,8 +70,10 @@ class EvalSettings:
 
 def make_scorer(model: str | Path | Any = "auto", device: str = "cpu", dtype: str = "fp32",
                 models_dir: str | Path | None = None, prompts_file: str | Path | None = None,
-                attributes: Sequence[str] = ATTRIBUTE_NAMES, batch_size: int = 32):
-    """A ZeroShotScorer for a model spec (or an already LoadedModel), with the checkpoint's own prompts."""
+                attributes: Sequence[str] = ATTRIBUTE_NAMES, batch_size: int = 32,
+                attribute_scoring: str | None = None):
+    """A ZeroShotScorer for a model spec (or an already LoadedModel), with the checkpoint's own prompts and
+    attribute scoring unless given."""
     from ..core.models import LoadedModel, load_model
     from ..core.prompts import load_prompts, prompts_from_dict
     from ..core.scorer import ZeroShotScorer
@@ -78,7 +81,8 @@ def make_scorer(model: str | Path | Any = "auto", device: str = "cpu", dtype: st
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype,
                                                                      models_dir=models_dir)
     prompts = load_prompts(prompts_file) if prompts_file else prompts_from_dict(loaded.meta.get("prompts"))
-    return ZeroShotScorer(loaded, prompts, attributes=attributes, batch_size=batch_size)
+    return ZeroShotScorer(loaded, prompts, attributes=attributes, batch_size=batch_size,
+                          attribute_scoring=attribute_scoring)
 
 
 def model_summary(loaded, spec: Any = None) -> dict:
@@ -272,6 +276,7 @@ def evaluate(scorer, data: Sequence[str | Path], settings: EvalSettings | None =
     results: dict[str, Any] = {
         "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model_summary(scorer.loaded, spec), "attributes": list(scorer.attributes),
+        "attribute_scoring": scorer.attribute_scoring,
         "settings": settings.to_dict(), "datasets": {}}
     try:
         from .. import __version__
@@ -341,6 +346,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--models-dir", help="folder with downloaded weights")
     parser.add_argument("--prompts", help="YAML prompt file (default: the checkpoint's own, else the built-in)")
+    parser.add_argument("--attribute-scoring", choices=ATTRIBUTE_SCORING,
+                        help="prompts: each attribute's own prompts | descriptions: marginals of the full "
+                             "descriptions (default: the checkpoint's meta.json, else prompts)")
     parser.add_argument("--limit", type=int, help="evaluate a stratified subset of this many rows per data set")
     parser.add_argument("--retrieval-k", type=int, default=10, help="k of the retrieval analysis (0: skip it)")
     parser.add_argument("--min-group-size", type=int, default=10,
@@ -376,7 +384,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             plots=args.plots)
     try:
         scorer = make_scorer(args.model, device=args.device, dtype=args.dtype, models_dir=args.models_dir,
-                             prompts_file=args.prompts, attributes=attributes, batch_size=args.batch_size)
+                             prompts_file=args.prompts, attributes=attributes, batch_size=args.batch_size,
+                             attribute_scoring=args.attribute_scoring)
     except (ModelLoadError, PromptError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc), 2)
     try:

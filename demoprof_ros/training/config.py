@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+from ..core.model_meta import ATTRIBUTE_SCORING
 from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
 from ..core.yaml_files import read_yaml
 from .augment import AUGMENTATIONS
@@ -40,6 +41,7 @@ class TrainConfig:
     attributes: list[str] = field(default_factory=lambda: list(ATTRIBUTE_NAMES))
     coarse_labels: str = "omit"   # omit | sample: caption UTKFace 'Asian'/'Others' rows without race, or with a drawn fine class
     prompts_file: str = ""
+    attribute_scoring: str = ""   # "" = the base model's | prompts | descriptions (core/scorer.py)
     output: str = "runs/finetune"
     seeds: list[int] = field(default_factory=lambda: [0])
     epochs: int = 10
@@ -126,6 +128,8 @@ class TrainConfig:
         need(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", ">= 0 (0 = whole epochs)")
         need(self.workers >= 0, "workers", ">= 0")
         need(self.coarse_labels in ("omit", "sample"), "coarse_labels", "omit or sample")
+        need(self.attribute_scoring in ("", *ATTRIBUTE_SCORING), "attribute_scoring",
+             f"'' (the base model's) or one of {ATTRIBUTE_SCORING}")
         need(self.augment in AUGMENTATIONS, "augment", f"one of {AUGMENTATIONS}")
         need(not (self.mim and self.mim_target == "codebook" and self.augment != "none"), "augment",
              "none with mim_target codebook (its targets are computed once per un-augmented image)")

@@ -362,7 +362,7 @@ def _end_epoch(run: SeedRun, epoch: int, train_stats: dict[str, float], started:
     cfg, parts, clip, head = run.cfg, run.parts, run.clip, run.mim.head
     metrics = validate(dataclasses.replace(run.loaded, model=clip), run.prompts, cfg.attributes, run.data.val,
                        run.loaders.val_loader, parts.device, parts.autocast_dtype,
-                       loss_batch_size=run.loaders.batch_size)
+                       loss_batch_size=run.loaders.batch_size, attribute_scoring=run.meta["attribute_scoring"])
     score = selection_score(metrics, cfg.attributes, cfg.selection)
     improved = run.stopper.update(score, epoch + 1)
     row = {"epoch": epoch + 1, "train_loss": train_stats["loss"], "train_contrastive": train_stats["contrastive"],

@@ -128,7 +128,9 @@ def run_meta(cfg: TrainConfig, seed: int, loaded: LoadedModel, prompts: PromptSe
     """meta.json's record of the run (the epochs and the best epoch are added as training goes)."""
     return {
         "base_model": cfg.model, "base_name": loaded.name, "taxonomy": {a: list(CLASSES[a]) for a in ATTRIBUTE_NAMES},
-        "attributes": list(cfg.attributes), "prompts": prompts.to_dict(), "mean": list(loaded.mean),
+        "attributes": list(cfg.attributes), "prompts": prompts.to_dict(),
+        "attribute_scoring": cfg.attribute_scoring or loaded.meta.get("attribute_scoring") or "prompts",
+        "mean": list(loaded.mean),
         "std": list(loaded.std), "seed": seed,
         "loss": {"contrastive": "FLYP: CLIP symmetric InfoNCE, learnable temperature (max 100)",
                  "mim": mim_info},

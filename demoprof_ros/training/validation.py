@@ -28,16 +28,18 @@ from .losses import ContrastiveLoss
 @torch.no_grad()
 def validate(loaded: LoadedModel, prompts: PromptSet, attributes: Sequence[str], samples: Sequence[Sample],
              loader: Iterable, device: torch.device, autocast_dtype: torch.dtype | None,
-             loss_batch_size: int = 64) -> dict[str, Any]:
+             loss_batch_size: int = 64, attribute_scoring: str = "prompts") -> dict[str, Any]:
     """Validation loss and zero-shot macro-F1 per attribute and for the joint description, with the text
     head rebuilt from the model's current text tower (a fresh ZeroShotScorer).
 
     The loss uses fixed captions (first template) over chunks of `loss_batch_size` (pass the training batch
-    size: the contrastive loss grows with the number of negatives, so only equal sizes compare)."""
+    size: the contrastive loss grows with the number of negatives, so only equal sizes compare). Attributes are
+    scored as the model will be (`attribute_scoring`, core/scorer.py), so selection picks the epoch users get."""
     model = loaded.model
     was_training = model.training
     model.eval()
-    scorer = ZeroShotScorer(loaded, prompts, attributes=attributes, joint_top_k=0)
+    scorer = ZeroShotScorer(loaded, prompts, attributes=attributes, joint_top_k=0,
+                            attribute_scoring=attribute_scoring)
     loss_fn = ContrastiveLoss()
     probs: dict[str, list[torch.Tensor]] = {a: [] for a in scorer.attributes}
     joint: list[torch.Tensor] = []
