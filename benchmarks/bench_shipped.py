@@ -7,7 +7,8 @@ UTKFace = test_utkface_test.csv (all of utkface_crop_part1; race in UTKFace's co
 Reported per test set, for our model: `demoprof eval` metrics (accuracy, macro-F1, per race x gender, ECE);
 for the peer (Cydral's dlib age/gender nets, run in .venv-bench by peer_age_gender.py): gender and 9-bin age
 accuracy (its age in years binned like FairFace) three ways - on the faces its own detector finds, counting its
-missed faces as wrong, and on the crop given directly (detector skipped) - and ours on the very same rows.
+missed faces as wrong, and on the crop given directly (detector skipped) - and ours on the very same rows, both
+on the whole test image and on the face our CLI detector (MTCNN) crops from it, as `demoprof profile` scores a photo.
 Also CPU images/s of both (single image and ours batched), fp32 vs bf16 label agreement of ours, and whether
 `align: true` helps (detect + crop plain vs 5-point aligned, on the rows where MTCNN finds a face).
 
@@ -92,8 +93,10 @@ def accuracy(pred, truth, rows) -> tuple[float | None, int]:
     return (sum(p == t for p, t in pairs) / len(pairs) if pairs else None), len(pairs)
 
 
-def compare(samples, ours: dict, peer: dict) -> dict:
-    """Gender and 9-bin age accuracy of both on the same rows, the peer's misses counted both ways."""
+def compare(samples, ours: dict, peer: dict, detected: dict | None = None) -> dict:
+    """Gender and 9-bin age accuracy of both on the same rows, the peer's misses counted both ways; with
+    `detected` (our labels of the detected crop of every row, None where our detector found nothing: wrong),
+    also ours as the CLI / node score a photo."""
     keys = [str(s.path.resolve()) for s in samples]
     truth = {a: [s.labels.get(a) for s in samples] for a in ("gender", "age")}
     found = [i for i, k in enumerate(keys) if peer[k]["found"]]
@@ -108,6 +111,10 @@ def compare(samples, ours: dict, peer: dict) -> dict:
                   "peer_found_only": accuracy(peer_det[a], truth[a], found),
                   "peer_misses_wrong": accuracy(peer_det[a], truth[a], every),
                   "peer_crop": accuracy(peer_crop[a], truth[a], every)}
+        if detected is not None:
+            mine = [label if label is not None else "missed" for label in detected[a]]
+            out[a]["ours_detected_on_peer_found"] = accuracy(mine, truth[a], found)
+            out[a]["ours_detected_all"] = accuracy(mine, truth[a], every)
     return out
 
 
@@ -121,7 +128,8 @@ def align_study(scorer, samples, crops, whole: dict[str, list[str]], n: int, cha
     detect (the CLI chain, which gives landmarks), crop
     the largest face as the profiler does (margin 0.25), plain and 5-point aligned; accuracy of each, and of the
     whole test image (`whole`: its labels, already scored by the caller), on the rows where a face with landmarks
-    was found (race only where the label is a fine class)."""
+    was found (race only where the label is a fine class). Also returns the plain detected crop's labels per row
+    (None where the row was not picked or no face was found)."""
     from demoprof_ros.core.detection import build_detector, crop_face
     detector = build_detector(chain, min_face_size=12, max_faces=4)
     plain, aligned, rows = [], [], []
@@ -135,14 +143,19 @@ def align_study(scorer, samples, crops, whole: dict[str, list[str]], n: int, cha
             aligned.append(crop_face(crop, face, margin=0.25, align=True))
             rows.append(i)
     out = {"detector": detector.name, "images": len(picked), "faces_with_landmarks": len(rows)}
+    per_row: dict[str, list] = {a: [None] * len(crops) for a in whole}
     if not rows:
-        return out
+        return out, per_row
     for name, faces in (("whole_image", None), ("detected_plain", plain), ("detected_aligned", aligned)):
         pred = ({a: [whole[a][i] for i in rows] for a in whole} if faces is None
                 else labels_of(scorer, scorer.encode_images(faces)))
         out[name] = {a: accuracy(pred[a], [fine(samples[i].labels.get(a), a) for i in rows], range(len(rows)))
                      for a in CLASSES}
-    return out
+        if name == "detected_plain":
+            for a in per_row:
+                for j, i in enumerate(rows):
+                    per_row[a][i] = pred[a][j]
+    return out, per_row
 
 
 def speed(scorer, crops, batch: int, repeats: int = 3) -> float:
@@ -167,7 +180,9 @@ def main() -> int:
     p.add_argument("--speed-images", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="torch threads (say which in the docs)")
     p.add_argument("--bf16-images", type=int, default=500, help="rows per test set scored in bf16 too")
-    p.add_argument("--align-images", type=int, default=300, help="rows per test set in the align study (0 = skip)")
+    p.add_argument("--align-images", type=int, default=100000,
+                   help="rows per test set in the align study (0 = skip); when it covers every row, the peer "
+                        "table also gets ours on the detected crop")
     p.add_argument("--align-chain", default="mtcnn", help="detector of the align study (needs landmarks)")
     p.add_argument("--attribute-scoring", choices=("prompts", "descriptions"),
                    help="how our attributes are scored (default: the model's meta.json)")
@@ -192,11 +207,13 @@ def main() -> int:
                  "bf16_agreement": {a: float(np.mean([x == y for x, y in zip(ours[a][few], ours16[a])]))
                                     for a in ours},
                  "bf16_images": len(ours16["gender"]), "majority": majority(samples)}
+        detected = None
         if args.align_images:
-            entry["align"] = align_study(scorer, samples, crops, ours, args.align_images, args.align_chain)
+            entry["align"], detected = align_study(scorer, samples, crops, ours, args.align_images, args.align_chain)
+            detected = detected if entry["align"]["images"] == len(crops) else None
         try:
             peer = peer_rows(args.peer_python, csvs, args.limit, args.peer_results)
-            entry["vs_peer"] = compare(samples, ours, peer)
+            entry["vs_peer"] = compare(samples, ours, peer, detected)
             entry["peer_s_per_image"] = {k: float(np.median([r[k] for r in peer.values()])) for k in ("detect_s", "crop_s")}
         except (OSError, subprocess.CalledProcessError) as exc:
             entry["vs_peer"] = f"peer not run: {exc}"
@@ -219,17 +236,20 @@ def _pct(value) -> str:
 def markdown(report: dict) -> str:
     """The tables docs/evaluation.md and the model card quote."""
     lines = [f"Machine: {report['machine_line']}", "",
-             "| test set | attribute | ours, all rows | ours, rows the peer's detector found | peer, found only "
-             "| peer, misses counted wrong | peer, crop given (no detector) |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| test set | attribute | ours, all rows | ours, rows the peer's detector found "
+             "| ours, detected crop, rows the peer found | ours, detected crop, all rows (misses wrong) "
+             "| peer, found only | peer, misses counted wrong | peer, crop given (no detector) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, entry in report["sets"].items():
         vs = entry.get("vs_peer")
         if not isinstance(vs, dict):
-            lines.append(f"| {name} | - | {vs} | | | | |")
+            lines.append(f"| {name} | - | {vs} | | | | | | |")
             continue
         for a in ("gender", "age"):
             r = vs[a]
             lines.append(f"| {name} ({vs['peer_found']}/{vs['n']} found) | {a} | {_pct(r['ours_all'])} | "
-                         f"{_pct(r['ours_on_peer_found'])} | {_pct(r['peer_found_only'])} | "
+                         f"{_pct(r['ours_on_peer_found'])} | {_pct(r.get('ours_detected_on_peer_found'))} | "
+                         f"{_pct(r.get('ours_detected_all'))} | {_pct(r['peer_found_only'])} | "
                          f"{_pct(r['peer_misses_wrong'])} | {_pct(r['peer_crop'])} |")
     lines += ["", "| test set | attribute | accuracy | majority class | macro-F1 | ECE | fp32 vs bf16 label agreement |",
               "|---|---|---:|---:|---:|---:|---:|"]

@@ -161,7 +161,7 @@ def test_bench_shipped_smoke(shared_data, tmp_path):
     assert align["detector"] == "mtcnn" and align["images"] == 8 and align["faces_with_landmarks"] >= 6
     for way in ("whole_image", "detected_plain", "detected_aligned"):
         assert align[way]["gender"][1] == align["faces_with_landmarks"]
-    assert "detected, aligned crop" in proc.stdout
+    assert "detected, aligned crop" in proc.stdout and "ours, detected crop, all rows" in proc.stdout
 
 
 def test_bench_shipped_feeds_the_scorer_bgr_as_demoprof_eval_does(shared_data):
@@ -175,3 +175,25 @@ def test_bench_shipped_feeds_the_scorer_bgr_as_demoprof_eval_does(shared_data):
     samples = read_dataset(shared_data / "fairface_val_sample")[0][:3]
     for sample, crop in zip(samples, bench.crops_bgr(samples)):
         assert np.array_equal(crop, cv2.imread(str(sample.path), cv2.IMREAD_COLOR))
+
+
+def test_bench_shipped_compares_on_the_same_rows_and_counts_misses_wrong(tmp_path):
+    """compare(): the peer's misses count both ways; ours on detected crops counts our detector's misses wrong."""
+    import importlib.util
+    from types import SimpleNamespace
+    spec = importlib.util.spec_from_file_location("bench_shipped", ROOT / "benchmarks" / "bench_shipped.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    samples = [SimpleNamespace(path=tmp_path / f"{i}.jpg", labels={"gender": g, "age": "20-29"})
+               for i, g in enumerate(["Male", "Female", "Male", "Female"])]
+    ours = {"gender": ["Male", "Male", "Male", "Female"], "age": ["20-29"] * 4}
+    peer = {str(s.path.resolve()): ({"found": True, "gender": "male", "age": 25} if i < 2 else {"found": False})
+            | {"crop_gender": "female", "crop_age": 25} for i, s in enumerate(samples)}
+    detected = {"gender": ["Male", "Female", None, "Female"], "age": ["20-29", None, "30-39", "20-29"]}
+    out = bench.compare(samples, ours, peer, detected)
+    assert out["peer_found"] == 2
+    assert out["gender"]["ours_all"] == (0.75, 4) and out["gender"]["ours_on_peer_found"] == (0.5, 2)
+    assert out["gender"]["peer_found_only"] == (0.5, 2) and out["gender"]["peer_misses_wrong"] == (0.25, 4)
+    assert out["gender"]["ours_detected_on_peer_found"] == (1.0, 2)
+    assert out["gender"]["ours_detected_all"] == (0.75, 4)  # the None (our miss) counts wrong
+    assert out["age"]["ours_detected_all"] == (0.5, 4) and out["gender"]["peer_crop"] == (0.5, 4)
