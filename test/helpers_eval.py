@@ -33,6 +33,7 @@ class FakeScorer:
         self.probs = {a: np.asarray(p, dtype=float) for a, p in probs.items()}
         self.descriptions = descriptions(self.attributes)
         self.batch_size = 4
+        self.attribute_scoring = "prompts"
         self.device = torch.device("cpu")
         self.loaded = SimpleNamespace(meta=dict(meta or {}), name="fake", source=None, image_size=32,
                                       model_cfg={"embed_dim": 1})

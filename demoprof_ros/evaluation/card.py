@@ -158,8 +158,13 @@ def _model_details(model: Mapping[str, Any], meta: Mapping[str, Any], name: str)
                  + (f"; weights `{model['source']}`" if model.get("source") else ""))
     cfg = meta.get("model_cfg") or {}
     size = model.get("image_size") or (cfg.get("vision_cfg") or {}).get("image_size", "?")
-    lines.append(f"- Base model: {base}; open_clip ViT architecture, image size {size} px, "
+    timm = (cfg.get("vision_cfg") or {}).get("timm_model_name")
+    tower = f"open_clip CLIP with timm image tower `{timm}`" if timm else "open_clip ViT architecture"
+    lines.append(f"- Base model: {base}; {tower}, image size {size} px, "
                  f"embedding size {model.get('embed_dim') or cfg.get('embed_dim', '?')}")
+    if meta.get("attribute_scoring"):
+        lines.append(f"- Attributes scored by: {meta['attribute_scoring']} (prompts: each attribute's own prompts; "
+                     "descriptions: marginals of the full descriptions, `core/scorer.py`)")
     lines.append("- Task: zero-shot scoring of face crops against caption embeddings: one softmax per attribute "
                  "(age group 9 classes, gender 2, ethnicity 7) and over the 126 full descriptions.")
     if meta.get("loss"):

@@ -139,7 +139,8 @@ torchvision's ImageNet MobileNetV2 weights (BSD-3-Clause).
 
 - Architecture: open_clip CLIP; image tower timm `mobilenetv2_100` (ImageNet start) + linear projection to 256,
   112 px input, ImageNet mean/std; text tower a 4-layer, 128-wide CLIP transformer (random start), context 32,
-  CLIP's BPE tokenizer. Scored like CLIP/FaRL: the same prompts and 126 full descriptions (`core/scorer.py`).
+  CLIP's BPE tokenizer. Scored like CLIP/FaRL against the same 126 full descriptions, each attribute as the
+  marginal of that joint softmax (`attribute_scoring: descriptions`, `core/scorer.py`): it was trained on them.
 - `--model auto` uses it when no CLIP/FaRL weights and no fine-tuned run are in the models folder;
   `--model shipped` asks for it by name.
 - File: `model.safetensors` (float16 storage, loaded as float32), sha256 `{sha256}`.
@@ -156,7 +157,9 @@ def model_card(test: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     from .card import render_card
     counts = "; ".join(f"{k} {v['train']} / {v['val']} / {v['test']}" for k, v in meta["split_counts"].items())
     header = CARD_HEADER.format(name=meta["name"], sha256=meta["sha256"], counts=counts)
-    return header + render_card(test, meta).split("\n", 1)[1]
+    installed = {**test, "model": {**test.get("model", {}), "name": meta["name"], "spec": "shipped",
+                                   "source": f"models/{meta['name']}/model.safetensors"}}
+    return header + render_card(installed, meta).split("\n", 1)[1]
 
 
 def test_results(model_dir: Path, tests: Mapping[str, Path]) -> dict[str, Any]:
