@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -217,7 +218,8 @@ def offline_agreement(args, seq: Sequence, truth: list[dict[str, str]], schedule
     out = {}
     for name, settings in schedules.items():
         on, scored_on = run(ScheduleConfig(**settings))
-        out[name] = {"settings": settings, "faces_scored": scored_on, "faces_scored_every_frame": scored_off,
+        out[name] = {"settings": settings, "tracking": dataclasses.asdict(tracking), "faces_scored": scored_on,
+                     "faces_scored_every_frame": scored_off,
                      "agreement": agreement(on, off, truth)}
     return out
 
