@@ -13,13 +13,19 @@ latency, the share of published faces the model scored on that frame, the node's
 (utime + stime from /proc over the replay) and RSS; and, on the frames both runs processed, the agreement of
 the fused labels per attribute after each face's first second (and each run's accuracy against the labels).
 
+`--offline` also replays every frame through the same pipeline in this process (no DDS, nothing dropped), so
+that the schedule is the only difference; `--offline-only` runs just that part (deterministic, no ROS needed,
+a fraction of the time). `--param tracking.NAME=VALUE` applies to both the nodes and the in-process pipeline.
+
     python benchmarks/bench_schedule.py --faces 1 4                 # the shipped model, both face counts
     python benchmarks/bench_schedule.py --faces 4 --duration 5 --model tiny   # smoke
+    python benchmarks/bench_schedule.py --faces 4 --duration 20 --offline-only   # the schedule's agreement alone
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -201,8 +207,10 @@ def offline_agreement(args, seq: Sequence, truth: list[dict[str, str]], schedule
     profiler.warmup()
     frames = [seq.frame(i) for i in range(seq.frames)]
 
+    tracking = TrackerConfig.from_dict(tracking_settings(args))
+
     def run(schedule: ScheduleConfig) -> tuple[dict, int]:
-        pipeline = TrackedProfiler(profiler, FaceTracker(TrackerConfig()), schedule)
+        pipeline = TrackedProfiler(profiler, FaceTracker(tracking), schedule)
         back = {i: (0.0, {"faces": [p.to_dict() for p in pipeline(f, now=i / 30.0)]}) for i, f in enumerate(frames)}
         return labels_by_identity(seq, back), pipeline.faces_scored
 
@@ -210,9 +218,15 @@ def offline_agreement(args, seq: Sequence, truth: list[dict[str, str]], schedule
     out = {}
     for name, settings in schedules.items():
         on, scored_on = run(ScheduleConfig(**settings))
-        out[name] = {"settings": settings, "faces_scored": scored_on, "faces_scored_every_frame": scored_off,
+        out[name] = {"settings": settings, "tracking": dataclasses.asdict(tracking), "faces_scored": scored_on,
+                     "faces_scored_every_frame": scored_off,
                      "agreement": agreement(on, off, truth)}
     return out
+
+
+def tracking_settings(args) -> dict[str, Any]:
+    """The `--param tracking.NAME=VALUE` items as TrackerConfig settings (with their YAML types)."""
+    return dict(_setting(item.split(".", 1)[1]) for item in args.param if item.startswith("tracking."))
 
 
 # --- main -----------------------------------------------------------------------------------------------------
@@ -280,6 +294,8 @@ def main(argv=None) -> int:
                    help="extra environment of the node process, e.g. OMP_NUM_THREADS=1")
     p.add_argument("--offline", action="store_true",
                    help="also replay every frame in this process (no DDS, no drops): agreement due to the schedule alone")
+    p.add_argument("--offline-only", action="store_true",
+                   help="only the in-process replay of --offline: no DDS, no node processes")
     p.add_argument("--offline-schedules", nargs="*", default=[], metavar="K=V[,K=V]",
                    help="more schedules for --offline besides the default, e.g. refresh_frames=8,max_scored_per_frame=2")
     p.add_argument("--out", default="")
@@ -291,27 +307,32 @@ def main(argv=None) -> int:
     folder = Path(args.face_set) if args.face_set else next((f for f in FACE_SETS if f.is_dir()), None)
     if folder is None or not (folder / "labels.csv").is_file():
         raise SystemExit(f"no labelled face set at {args.face_set or FACE_SETS[0]} (--face-set FOLDER with labels.csv)")
-    env = ros_env()
-    env.update(item.split("=", 1) for item in args.node_env)
     results: dict[str, Any] = {"benchmark": "schedule", "command": command_line(), "args": vars(args),
                                "machine": machine_info("cpu"), "face_set": str(folder), "runs": []}
-    print(f"bench_schedule: model {args.model}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}", flush=True)
-    from sensor_msgs.msg import Image
+    if args.offline_only:
+        print(f"bench_schedule: model {args.model}, in process only", flush=True)
+    else:
+        env = ros_env()
+        env.update(item.split("=", 1) for item in args.node_env)
+        print(f"bench_schedule: model {args.model}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}", flush=True)
+        from sensor_msgs.msg import Image
 
-    from demoprof_ros.ros.image_conversion import bgr_to_image_fields
+        from demoprof_ros.ros.image_conversion import bgr_to_image_fields
     with tempfile.TemporaryDirectory(prefix="demoprof-bench-schedule-") as tmp:
         log_dir = Path(args.log_dir or tmp)
         log_dir.mkdir(parents=True, exist_ok=True)
         for n in args.faces:
             faces = labelled_faces(folder, n, args.seed)
             seq = Sequence(faces, int(args.duration * 30), seed=args.seed)
-            messages = [Image(**bgr_to_image_fields(seq.frame(i))) for i in range(seq.frames)]
-            on = run_setting(args, env, log_dir, seq, messages, True, n)
-            off = run_setting(args, env, log_dir, seq, messages, False, n)
-            agree = agreement(on.pop("labels"), off.pop("labels"), [labels for _, labels in faces])
-            run = {"faces": n, "schedule": on, "every_frame": off, "agreement": agree,
-                   "speedup": on["frames_per_s"] / off["frames_per_s"] if off["frames_per_s"] else None}
-            if args.offline:
+            run: dict[str, Any] = {"faces": n}
+            if not args.offline_only:
+                messages = [Image(**bgr_to_image_fields(seq.frame(i))) for i in range(seq.frames)]
+                on = run_setting(args, env, log_dir, seq, messages, True, n)
+                off = run_setting(args, env, log_dir, seq, messages, False, n)
+                agree = agreement(on.pop("labels"), off.pop("labels"), [labels for _, labels in faces])
+                run.update(schedule=on, every_frame=off, agreement=agree,
+                           speedup=on["frames_per_s"] / off["frames_per_s"] if off["frames_per_s"] else None)
+            if args.offline or args.offline_only:
                 schedules = {"default": {}, **{item: dict(_setting(kv) for kv in item.split(","))
                                                for item in args.offline_schedules}}
                 try:
@@ -335,42 +356,49 @@ def _setting(item: str) -> tuple[str, Any]:
 
 def print_report(results: dict[str, Any]) -> None:
     m = results["machine"]
-    first = results["runs"][0]["schedule"] if results["runs"] else {}
-    print(f"\n## Scheduled vs every-frame scoring: {first.get('model', '?')}, detector {first.get('detector', '?')}, "
-          f"640x480 at {results['args']['rate']:g} Hz for {results['args']['duration']:g} s\n")
+    dds = [run for run in results["runs"] if "schedule" in run]
+    first = dds[0]["schedule"] if dds else {}
+    print(f"\n## Scheduled vs every-frame scoring: {first.get('model', results['args']['model'])}, detector "
+          f"{first.get('detector', '?')}, 640x480 at {results['args']['rate']:g} Hz for "
+          f"{results['args']['duration']:g} s\n")
     print(machine_line(m, with_threads=False) + "\n")
-    rows = []
-    for run in results["runs"]:
-        for key in ("schedule", "every_frame"):
-            r = run[key]
-            lat = r["latency"]
-            rows.append([run["faces"], "scheduled" if key == "schedule" else "every frame", r["frames_per_s"],
-                         lat.get("median_ms", "-"), lat.get("p95_ms", "-"), r["cpu_s_per_frame_ms"],
-                         f"{100 * r['cpu_share']:.0f} %", f"{100 * r['faces_scored_share']:.0f} %",
-                         r["max_frames_since_scored"], f"{r['memory_kb'].get('VmRSS', 0) / 1024:.0f}",
-                         f"{r['processed']}/{r['sent']}"])
-    print(markdown_table(["faces", "scoring", "frames/s", "p50 ms", "p95 ms", "CPU ms/frame", "CPU",
-                          "faces scored", "max age (frames)", "RSS MiB", "processed/sent"], rows))
-    print()
-    rows = []
-    for run in results["runs"]:
-        for a, v in run["agreement"].items():
-            pct = (lambda x: "-" if x is None else f"{100 * x:.1f} %")
-            rows.append([run["faces"], a, v["pairs"], pct(v["agreement"]), pct(v["accuracy_on"]),
-                         pct(v["accuracy_off"])])
-    print(markdown_table(["faces", "attribute", "(frame, face) pairs", "agreement on/off", "accuracy scheduled",
-                          "accuracy every frame"], rows))
+    pct = (lambda x: "-" if x is None else f"{100 * x:.1f} %")  # noqa: E731
+    if dds:
+        rows = []
+        for run in dds:
+            for key in ("schedule", "every_frame"):
+                r = run[key]
+                lat = r["latency"]
+                rows.append([run["faces"], "scheduled" if key == "schedule" else "every frame", r["frames_per_s"],
+                             lat.get("median_ms", "-"), lat.get("p95_ms", "-"), r["cpu_s_per_frame_ms"],
+                             f"{100 * r['cpu_share']:.0f} %", f"{100 * r['faces_scored_share']:.0f} %",
+                             r["max_frames_since_scored"], f"{r['memory_kb'].get('VmRSS', 0) / 1024:.0f}",
+                             f"{r['processed']}/{r['sent']}"])
+        print(markdown_table(["faces", "scoring", "frames/s", "p50 ms", "p95 ms", "CPU ms/frame", "CPU",
+                              "faces scored", "max age (frames)", "RSS MiB", "processed/sent"], rows))
+        print()
+        rows = []
+        for run in dds:
+            for a, v in run["agreement"].items():
+                rows.append([run["faces"], a, v["pairs"], pct(v["agreement"]), pct(v["accuracy_on"]),
+                             pct(v["accuracy_off"])])
+        print(markdown_table(["faces", "attribute", "(frame, face) pairs", "agreement on/off", "accuracy scheduled",
+                              "accuracy every frame"], rows))
     rows = [[run["faces"], name, f"{o['faces_scored']}/{o['faces_scored_every_frame']}",
-             *(f"{100 * o['agreement'][a]['agreement']:.1f} %" if o["agreement"][a]["agreement"] is not None
-               else "-" for a in ATTRIBUTES)]
+             *(pct(o["agreement"][a]["agreement"]) for a in ATTRIBUTES),
+             *(f"{pct(o['agreement'][a]['accuracy_on'])} / {pct(o['agreement'][a]['accuracy_off'])}"
+               for a in ATTRIBUTES)]
             for run in results["runs"] for name, o in run.get("offline", {}).items()]
     if rows:
         print("\nIn this process, every frame, nothing dropped (the schedule is the only difference):\n")
-        print(markdown_table(["faces", "schedule", "faces scored / every frame", *(f"{a} agreement"
-                                                                                 for a in ATTRIBUTES)], rows))
-    speed = ", ".join(f"{r['faces']} face(s): {r['speedup']:.1f}x" for r in results["runs"] if r["speedup"])
-    print(f"\nspeed-up of scheduled over every-frame scoring (processed frames/s): {speed}. Agreement: fused labels "
-          f"of the frames both runs processed, after each face's first {FIRST_SECOND} frames.")
+        print(markdown_table(["faces", "schedule", "faces scored / every frame",
+                              *(f"{a} agreement" for a in ATTRIBUTES),
+                              *(f"{a} accuracy sched. / every" for a in ATTRIBUTES)], rows))
+    if dds:
+        speed = ", ".join(f"{r['faces']} face(s): {r['speedup']:.1f}x" for r in dds if r["speedup"])
+        print(f"\nspeed-up of scheduled over every-frame scoring (processed frames/s): {speed}.", end=" ")
+    print(f"Agreement: fused labels of the frames both runs processed, after each face's first {FIRST_SECOND} "
+          f"frames.")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,21 @@ def test_bench_memory_smoke(tmp_path):
     assert result["node_exit_code"] == 0
 
 
+def test_bench_schedule_offline_only_smoke(tmp_path, shared_data):
+    if not (shared_data / "fairface_val_sample" / "labels.csv").is_file():
+        pytest.skip("no fairface_val_sample in the shared data")
+    stdout, result = run_script("bench_schedule.py", [
+        "--faces", "2", "--duration", "1", "--model", "tiny", "--offline-only", "--face-set",
+        str(shared_data / "fairface_val_sample"), "--param", "tracking.switch_margin=0.0",
+        "--offline-schedules", "refresh_frames=5"], tmp_path)
+    assert "faces scored / every frame" in stdout and "frames/s" not in stdout  # no DDS run
+    (run,) = result["runs"]
+    assert set(run) == {"faces", "offline"} and set(run["offline"]) == {"default", "refresh_frames=5"}
+    for o in run["offline"].values():
+        assert 0 < o["faces_scored"] <= o["faces_scored_every_frame"]
+        assert set(o["agreement"]) == {"age", "gender", "race"}
+
+
 def test_bench_train_smoke(tmp_path):
     stdout, result = run_script("bench_train.py", [
         "--arch", "tiny-64", "--batch-size", "4", "--steps", "1", "--threads", "1", "--loader-images", "64",

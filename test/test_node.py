@@ -156,6 +156,8 @@ def test_params_file_lists_every_parameter() -> None:
     ({"max_faces": "many"}, "parameter max_faces: expected an integer, got 'many'"),
     ({"max_rate": -1.0}, "parameter max_rate"),
     ({"tracking.fusion": "median"}, "tracking.fusion"),
+    ({"tracking.switch_margin": 1.5}, "parameter tracking.switch_margin: expected a number in [0, 1), got 1.5"),
+    ({"tracking.switch_margin": "wide"}, "parameter tracking.switch_margin: expected a number, got 'wide'"),
     ({"dtype": "int8"}, "dtype"),
     ({"detectors": ["haar", "dlib"]}, "detectors"),
     ({"attributes.age": False, "attributes.gender": False, "attributes.race": False}, "every attribute"),
@@ -355,7 +357,7 @@ def test_debug_image(node: Child, listener: Listener) -> None:
 def test_params_file_and_overrides_applied(node: Child, listener: Listener) -> None:
     values = listener.get_parameters("/profiler_node", ["model", "detectors", "tracking.min_hits", "tracking.window",
                                                         "reliability", "attributes.race", "transport"])
-    assert values == {"model": "tiny", "detectors": ["haar"], "tracking.min_hits": 1, "tracking.window": 10,
+    assert values == {"model": "tiny", "detectors": ["haar"], "tracking.min_hits": 1, "tracking.window": 60,
                       "reliability": "best_effort", "attributes.race": True, "transport": "both"}
 
 

@@ -1,6 +1,7 @@
 """Track-aware scheduling (core/schedule.py): which faces the model scores, with constructed tracks (no model)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from demoprof_ros.core.results import AttributeResult, Detection, FaceScores
@@ -23,10 +24,10 @@ def state(frames_since: int = 1, times_scored: int = 5, label_changed: bool = Fa
     (state(), (130.0, 100.0, 190.0, 160.0), "moved"),  # moved half a box: IoU 0.33 < 0.6
     (state(), (95.0, 95.0, 175.0, 175.0), "moved"),  # 1.33x larger (came closer)
     (state(), (102.0, 101.0, 162.0, 161.0), None),  # jitter of a couple of pixels
-    (state(times_scored=2, frames_since=2), BOX, "unsettled"),  # fewer than min_scores = 3
-    (state(times_scored=2, frames_since=1), BOX, None),  # unsettled_frames = 2: not yet
-    (state(top=0.45, frames_since=2), BOX, "unsettled"),  # below stable_confidence 0.5
-    (state(label_changed=True, frames_since=2), BOX, "unsettled"),
+    (state(times_scored=2, frames_since=3), BOX, "unsettled"),  # fewer than min_scores = 3
+    (state(times_scored=2, frames_since=2), BOX, None),  # unsettled_frames = 3: not yet
+    (state(top=0.45, frames_since=3), BOX, "unsettled"),  # below stable_confidence 0.5
+    (state(label_changed=True, frames_since=3), BOX, "unsettled"),
 ])
 def test_reason_to_score(st: ScoringState | None, box, expected: str | None) -> None:
     assert reason_to_score(ScheduleConfig(), st, box) == expected
@@ -132,6 +133,45 @@ def test_unconfident_faces_are_scored_more_often(male: float, scored: int) -> No
     for _ in range(20):
         pipeline(None)
     assert pipeline.faces_scored == scored
+
+
+class NoisyProfiler(FakeProfiler):
+    """A face whose per-frame race estimate is softmax(`logits` + noise): the same draw for frame i in every run."""
+
+    def __init__(self, frames, logits: list[float], noise: float, seed: int) -> None:
+        super().__init__(frames)
+        rng = np.random.default_rng(seed)
+        z = np.array(logits) + rng.normal(0.0, noise, (len(frames), len(logits)))
+        self.draws = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        self.index = -1
+
+    def detect(self, image):
+        self.index += 1
+        return super().detect(image)
+
+    def score(self, frame, detections):
+        self.scored.append(len(detections))
+        dist = {f"class{j}": float(p) for j, p in enumerate(self.draws[self.index])}
+        return [FaceScores({"race": AttributeResult.from_distribution(dist, 0.4)}) for _ in detections]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("noise", [0.5, 0.8])
+def test_scheduled_and_every_frame_labels_agree(noise: float, seed: int) -> None:
+    # A face leaning to one of four classes but noisy frame to frame, its fused top probability under
+    # stable_confidence (the shipped model's race head on some FairFace faces): both runs fuse the same span of
+    # frames, so after the first second they publish the same label although the schedule scores a third of them.
+    frames = 300
+    boxes = [[shifted(BOX, 0.5 * (f % 3))] for f in range(frames)]
+    tops = {}
+    for enabled in (True, False):
+        fake = NoisyProfiler(boxes, [0.6, 0.0, 0.0, 0.0], noise, seed)
+        pipeline = TrackedProfiler(fake, FaceTracker(TrackerConfig(min_hits=1)), ScheduleConfig(enabled=enabled))
+        tops[enabled] = [pipeline(None, now=f / 30.0)[0].scores.attributes["race"].top for f in range(frames)]
+        assert pipeline.faces_scored <= (frames / 2.5 if enabled else frames)
+    same = sum(a == b for a, b in zip(tops[True][30:], tops[False][30:])) / (frames - 30)
+    assert same >= 0.99
+    assert tops[False][30:].count("class0") == frames - 30
 
 
 def test_unscored_new_face_is_refused() -> None:

@@ -127,13 +127,72 @@ def test_window_is_exact_mean_of_log_probs() -> None:
     assert out.frames_fused == 2
 
 
-def test_ema_weights_newest_by_alpha() -> None:
-    tracker = FaceTracker(min_hits=1, fusion="ema", alpha=0.5)
+@pytest.mark.parametrize("alpha", [0.5, 0.1])
+def test_ema_is_normalised_and_weights_newest_by_alpha(alpha: float) -> None:
+    # Weights (1 - alpha) and 1 on the two frames: the mean of what was seen, not the first frame's estimate
+    tracker = FaceTracker(min_hits=1, fusion="ema", alpha=alpha, switch_margin=0.0)
     tracker.update([face(0, 0, gender={"Male": 0.9, "Female": 0.1})])
     out = tracker.update([face(0, 0, gender={"Male": 0.3, "Female": 0.7})])[0]
-    male, female = math.sqrt(0.9 * 0.3), math.sqrt(0.1 * 0.7)
+    w = (1 - alpha) / (2 - alpha)
+    male, female = 0.9 ** w * 0.3 ** (1 - w), 0.1 ** w * 0.7 ** (1 - w)
     assert out.scores.attributes["gender"].distribution["Male"] == pytest.approx(male / (male + female))
     assert out.frames_fused == 2
+
+
+def unscored(x: float, y: float, size: float = 40.0) -> FaceProfile:
+    return FaceProfile(Detection((x, y, x + size, y + size), 0.9), None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("skipped", [1, 5, 15])
+@pytest.mark.parametrize("settings", [{"fusion": "ema", "alpha": 0.1}, {"fusion": "ema", "alpha": 0.02},
+                                      {"fusion": "window", "window": 8}, {"fusion": "window", "window": 60}],
+                         ids=["ema0.1", "ema0.02", "window8", "window60"])
+def test_memory_counts_frames_not_scorings(settings: dict, skipped: int) -> None:
+    # A scoring after `skipped` unscored frames stands for them: the same estimate as scoring every frame with
+    # the newer distribution over those frames (what the schedule assumes when it reuses a profile).
+    a, b = {"Male": 0.8, "Female": 0.2}, {"Male": 0.3, "Female": 0.7}
+    sparse = FaceTracker(min_hits=1, **settings)
+    dense = FaceTracker(min_hits=1, **settings)
+    for _ in range(3):
+        sparse.update([face(0, 0, gender=a)])
+        dense.update([face(0, 0, gender=a)])
+    for _ in range(skipped - 1):
+        held = sparse.update([unscored(0, 0)])[0]
+        assert held.frames_since_scored > 0
+        dense.update([face(0, 0, gender=b)])
+    got = sparse.update([face(0, 0, gender=b)])[0].scores.attributes["gender"].distribution["Male"]
+    want = dense.update([face(0, 0, gender=b)])[0].scores.attributes["gender"].distribution["Male"]
+    assert got == pytest.approx(want)
+
+
+@pytest.mark.parametrize("fusion, lead, flips", [("ema", 0.505, 0), ("ema", 0.6, 0), ("window", 0.505, 0),
+                                                 ("window", 0.6, 0), ("none", 0.505, 0), ("none", 0.6, 59)])
+def test_borderline_face_label_does_not_flip_every_frame(fusion: str, lead: float, flips: int) -> None:
+    # A face between two classes whose per-frame estimate alternates sides. With the default settings the fused
+    # estimate stays within switch_margin of a tie, so the published label holds; only fusion "none" with a swing
+    # wider than the margin follows the frames.
+    tracker = FaceTracker(min_hits=1, fusion=fusion)
+    tops = []
+    for step in range(60):
+        male = lead if step % 2 == 0 else 1 - lead
+        tops.append(tracker.update([face(0, 0, gender={"Male": male, "Female": 1 - male})])[0]
+                    .scores.attributes["gender"].top)
+    assert sum(x != y for x, y in zip(tops, tops[1:])) == flips
+    assert tops[0] == "Male"
+
+
+def test_label_switches_once_another_class_beats_it_by_the_margin() -> None:
+    tracker = FaceTracker(min_hits=1, fusion="none", switch_margin=0.1, min_confidence=0.5)
+    res = lambda male: tracker.update([face(0, 0, gender={"Male": male, "Female": 1 - male})])[0] \
+        .scores.attributes["gender"]  # noqa: E731
+    assert res(0.6).top == "Male"
+    held = res(0.46)  # Female ahead by 0.08 < 0.1: Male held, and below the confidence bar
+    assert (held.top, held.label, held.undetermined) == ("Male", UNDETERMINED, True)
+    assert held.probability == pytest.approx(0.46)
+    switched = res(0.44)  # ahead by 0.12
+    assert (switched.top, switched.label, switched.probability) == ("Female", "Female", pytest.approx(0.56))
+    assert FaceTracker(min_hits=1, fusion="none", switch_margin=0.0).update(
+        [face(0, 0, gender={"Male": 0.49, "Female": 0.51})])[0].scores.attributes["gender"].top == "Female"
 
 
 def test_none_mode_passes_frames_through() -> None:
@@ -169,7 +228,8 @@ def test_output_keeps_detection_joint_and_attribute_set() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"min_hits": 0}, {"max_misses": 0}, {"fusion": "median"}, {"alpha": 0.0},
-                                 {"window": 0}, {"iou_threshold": 1.5}, {"min_confidence": 2}, {"min_hits": True}])
+                                 {"window": 0}, {"iou_threshold": 1.5}, {"min_confidence": 2}, {"min_hits": True},
+                                 {"switch_margin": 1.0}, {"switch_margin": -0.1}, {"switch_margin": "0.1"}])
 def test_config_rejects_bad_values(bad: dict) -> None:
     name = next(iter(bad))
     with pytest.raises(ValueError, match=f"tracking.{name}"):

@@ -60,7 +60,8 @@ class AttributeResult:
     """One attribute's outcome: the top class, its probability and the whole distribution.
 
     `label` is "undetermined" when the top probability is below the confidence bar; `top` keeps the
-    arg-max class either way so that consumers can still inspect it.
+    top class either way so that consumers can still inspect it. `top` is the arg-max, except in a track's
+    fused profile, where it is held until another class beats it by `tracking.switch_margin` (core/tracking.py).
     """
 
     label: str
@@ -79,8 +80,11 @@ class AttributeResult:
         }
 
     @classmethod
-    def from_distribution(cls, distribution: dict[str, float], min_confidence: float) -> "AttributeResult":
-        top = max(distribution, key=distribution.__getitem__)
+    def from_distribution(cls, distribution: dict[str, float], min_confidence: float,
+                          top: str | None = None) -> "AttributeResult":
+        """The result with `top` as its top class (default: the arg-max of the distribution)."""
+        if top is None:
+            top = max(distribution, key=distribution.__getitem__)
         probability = float(distribution[top])
         undetermined = probability < min_confidence
         return cls(label=UNDETERMINED if undetermined else top, probability=probability,

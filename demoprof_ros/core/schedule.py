@@ -30,7 +30,9 @@ class ScheduleConfig:
     min_scores: a face counts as unsettled until it has been scored this many times.
     stable_confidence: ... or while any fused attribute's top probability is below this,
         or while its last scoring changed a fused label.
-    unsettled_frames: an unsettled face is re-scored every this many frames (1 = every frame).
+    unsettled_frames: an unsettled face is re-scored every this many frames (1 = every frame). Consecutive frames
+        of a face are largely redundant, and the tracker's fusion weighs a scoring by the frames since the one
+        before (core/tracking.py), so every third frame carries most of what every frame would.
     rescore_iou: re-score when the box overlaps the box of the face's last scoring by less than this ...
     rescore_scale: ... or its side changed by more than this factor.
     max_scored_per_frame: at most this many already-scored faces are re-scored per frame (0 = no cap); faces
@@ -41,7 +43,7 @@ class ScheduleConfig:
     refresh_frames: int = 15
     min_scores: int = 3
     stable_confidence: float = 0.5
-    unsettled_frames: int = 2
+    unsettled_frames: int = 3
     rescore_iou: float = 0.6
     rescore_scale: float = 1.3
     max_scored_per_frame: int = 1

@@ -4,7 +4,10 @@ A single frame's zero-shot estimate is noisy (pose, blur, expression); a robot l
 frames. Tracks are matched greedily by box overlap, then by centre distance (a face that moved more than its own
 overlap allows), and each attribute's log-probabilities are averaged over the track (EMA or a sliding window),
 i.e. a normalised geometric mean of the per-frame distributions, so the profile gets steadier as the robot keeps
-looking. Plain Python: no ROS.
+looking. The memory is counted in processed frames, not in scorings: a face the schedule (core/schedule.py)
+scores after k frames stands for those k frames, so a scheduled track and an every-frame track fuse the same
+span. The published label switches to another class only when that class beats it by `switch_margin`, so a
+face between two classes does not flicker. Plain Python: no ROS.
 """
 from __future__ import annotations
 
@@ -31,6 +34,12 @@ class TrackerConfig:
     iou_threshold: least box overlap for a match; below it, centres closer than
         max_center_distance x (the track's box diagonal) still match.
     fusion: "ema" (weight `alpha` on the newest frame), "window" (mean over the last `window` frames) or "none".
+        Both count processed frames: a scoring k frames after the track's previous one stands for those k frames
+        (the profile published in between is that previous estimate), whether the schedule skipped them or not.
+        The EMA is normalised (bias-corrected): until about 1 / alpha frames it is the mean of the frames so far,
+        not the first frame's estimate.
+    switch_margin: the published label (`top`) changes to another class only once that class's fused probability
+        exceeds the current label's by more than this (0 = always the arg-max).
     min_confidence: bar under which a fused attribute is reported as undetermined.
     """
 
@@ -39,8 +48,9 @@ class TrackerConfig:
     iou_threshold: float = 0.3
     max_center_distance: float = 0.5
     fusion: str = "ema"
-    alpha: float = 0.3
-    window: int = 10
+    alpha: float = 0.02
+    window: int = 60
+    switch_margin: float = 0.02
     min_confidence: float = 0.4
 
     def __post_init__(self) -> None:
@@ -56,6 +66,7 @@ class TrackerConfig:
         check(self.fusion in FUSION_MODES, "fusion", f"one of {FUSION_MODES}")
         check(_is_num(self.alpha) and 0.0 < self.alpha <= 1.0, "alpha", "a number in (0, 1]")
         check(_is_int(self.window) and self.window >= 1, "window", "an integer >= 1")
+        check(_is_num(self.switch_margin) and 0.0 <= self.switch_margin < 1.0, "switch_margin", "a number in [0, 1)")
         check(_is_num(self.min_confidence) and 0.0 <= self.min_confidence <= 1.0, "min_confidence",
               "a number in [0, 1]")
 
@@ -97,36 +108,56 @@ def center_distance(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 class _AttributeFusion:
-    """Running log-probability state of one attribute of one track."""
+    """Running log-probability state of one attribute of one track, and its published label."""
 
-    def __init__(self, classes: tuple[str, ...], mode: str, alpha: float, window: int) -> None:
+    def __init__(self, classes: tuple[str, ...], mode: str, alpha: float, window: int, margin: float) -> None:
         self.classes = classes
         self.mode = mode
         self.alpha = alpha
-        self.history: deque[np.ndarray] = deque(maxlen=window)
-        self.ema: np.ndarray | None = None
+        self.window = window
+        self.margin = margin
+        self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=window)  # (frames it stands for, log p)
+        self.ema_sum: np.ndarray | None = None  # decayed sum of weighted log p ...
+        self.ema_weight = 0.0  # ... and of the weights (their ratio is the normalised EMA)
         self.count = 0
+        self.label: str | None = None
 
-    def add(self, distribution: Mapping[str, float]) -> None:
+    def add(self, distribution: Mapping[str, float], frames: int = 1) -> None:
+        """Fuse one scoring that stands for `frames` processed frames (those since the previous scoring)."""
         logp = np.log(np.clip(np.array([distribution[c] for c in self.classes], dtype=np.float64), _EPS, None))
         self.count += 1
         if self.mode == "ema":
-            self.ema = logp if self.ema is None else (1.0 - self.alpha) * self.ema + self.alpha * logp
+            keep = (1.0 - self.alpha) ** frames
+            self.ema_sum = (1.0 - keep) * logp if self.ema_sum is None else keep * self.ema_sum + (1.0 - keep) * logp
+            self.ema_weight = keep * self.ema_weight + (1.0 - keep)
         else:
-            self.history.append(logp)
+            self.history.append((frames, logp))
+        dist = self.distribution()
+        best = max(dist, key=dist.get)
+        if self.label is None or dist[best] - dist[self.label] > self.margin:
+            self.label = best
 
     @property
     def frames(self) -> int:
         return len(self.history) if self.mode != "ema" else self.count
 
     def top(self) -> tuple[str, float]:
-        """(most likely class, its fused probability)."""
-        dist = self.distribution()
-        best = max(dist, key=dist.get)
-        return best, dist[best]
+        """(the published class, its fused probability): the arg-max, held until another beats it by the margin."""
+        assert self.label is not None, "top() before any add()"
+        return self.label, self.distribution()[self.label]
 
     def distribution(self) -> dict[str, float]:
-        logp = self.ema if self.mode == "ema" else np.mean(np.stack(self.history), axis=0)
+        if self.mode == "ema":
+            logp = self.ema_sum / self.ema_weight
+        else:  # the newest scorings, each weighted by the frames it stands for, up to `window` frames in all
+            left, weights = self.window, []
+            for frames, entry in reversed(self.history):
+                w = min(frames, left)
+                weights.append((w, entry))
+                left -= w
+                if left <= 0:
+                    break
+            logp = sum(w * entry for w, entry in weights) / sum(w for w, _ in weights)
         p = np.exp(logp - logp.max())
         p /= p.sum()
         return {c: float(v) for c, v in zip(self.classes, p)}
@@ -253,15 +284,18 @@ class FaceTracker:
     def _fuse(self, track: _Track, scores: FaceScores) -> None:
         cfg = self.config
         before = {name: state.top() for name, state in track.fusions.items()}
+        # the processed frames this scoring stands for: those since the track's previous scoring (its own if new)
+        frames = self._frame - track.scored_frame if track.times_scored else 1
         track.latest = scores
         for name, result in scores.attributes.items():
             classes = tuple(result.distribution)
             state = track.fusions.get(name)
             if state is None or state.classes != classes:  # new attribute, or its classes changed: restart
                 mode = "window" if cfg.fusion == "none" else cfg.fusion
-                state = _AttributeFusion(classes, mode, cfg.alpha, 1 if cfg.fusion == "none" else cfg.window)
+                state = _AttributeFusion(classes, mode, cfg.alpha, 1 if cfg.fusion == "none" else cfg.window,
+                                         cfg.switch_margin)
                 track.fusions[name] = state
-            state.add(result.distribution)
+            state.add(result.distribution, frames)
         for name in set(track.fusions) - set(scores.attributes):
             del track.fusions[name]
         tops = {name: state.top() for name, state in track.fusions.items()}
@@ -273,7 +307,7 @@ class FaceTracker:
         latest = track.latest
         assert latest is not None
         attributes = {name: AttributeResult.from_distribution(track.fusions[name].distribution(),
-                                                              self.config.min_confidence)
+                                                              self.config.min_confidence, track.fusions[name].label)
                       for name in latest.attributes}
         frames = max((s.frames for s in track.fusions.values()), default=1)
         # Joint top-k candidates cover only k of all descriptions, so they are not fusable: the newest frame's.
