@@ -316,8 +316,8 @@ def test_photo_profiled(node: Child, listener: Listener, tmp_path: Path, compres
     source = Child(SOURCE, args + (["--compressed"] if compressed else []), tmp_path / "source.log")
     try:
         assert source.wait(60) == 0, source.log()
-        profiles = listener.wait_for(lambda: [p for p in listener.profiles if p["header"]["frame_id"] == frame_id]
-                                     if len(listener.image_stamps[frame_id]) == 3 else None, 30)
+        # this test's own image subscription is best effort too: it may miss a frame the node profiled
+        profiles = listener.wait_for(lambda: [p for p in listener.profiles if p["header"]["frame_id"] == frame_id], 30)
         assert profiles, (f"no /user_profile for {frame_id} (source frames seen: {listener.image_stamps[frame_id]}, "
                           f"profiles {[p['header']['frame_id'] for p in listener.profiles]}); source log:\n"
                           f"{source.log()}\nnode log:\n{node.log()[-3000:]}")
@@ -329,9 +329,14 @@ def test_photo_profiled(node: Child, listener: Listener, tmp_path: Path, compres
     sent = listener.image_stamps[frame_id]
     schema = load_schema()
     ids = []
+    seen = [sec + 1e-9 * nsec for sec, nsec in sent]
+    assert seen and any((p["header"]["stamp"]["sec"], p["header"]["stamp"]["nanosec"]) in sent for p in profiles)
     for payload in profiles:
         stamp = payload["header"]["stamp"]
-        assert (stamp["sec"], stamp["nanosec"]) in sent, "profile stamp must be the source frame's stamp"
+        if (stamp["sec"], stamp["nanosec"]) not in sent:  # a frame this listener missed: one of the source's 3
+            t = stamp["sec"] + 1e-9 * stamp["nanosec"]
+            assert len(sent) < 3 and min(seen) - 0.3 <= t <= max(seen) + 0.3, \
+                f"profile stamp {stamp} must be a source frame's stamp (seen {sent})"
         assert payload["image"] == {"width": image.shape[1], "height": image.shape[0]}
         assert set(payload["faces_dropped"]) == {"min_face_size", "max_faces"}  # never a silent cap
         _check_payload(payload, schema, expected)
