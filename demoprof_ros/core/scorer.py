@@ -5,7 +5,7 @@ embeddings (prompt ensembling). Joint scoring ranks the full descriptions of the
 (9 x 2 x 7 = 126 with all on) the way the paper poses the task. A model fine-tuned on full descriptions
 (FLYP) never saw single-attribute prompts, so it can score each attribute as the marginal of the joint
 softmax instead (`attribute_scoring: descriptions`, declared in the checkpoint's meta.json): on the shipped
-model that lifts UTKFace age from 38 to 61 % (docs/evaluation.md). Text embeddings depend only on the model
+model's weights it lifted UTKFace age from 38 to 61 % (docs/evaluation.md). Text embeddings depend only on the model
 and the prompts, so they are computed once per scorer (`refresh_text` after the text tower changes, as
 training does each epoch); image crops are encoded in batches.
 
