@@ -158,6 +158,7 @@ def test_params_file_lists_every_parameter() -> None:
     ({"tracking.fusion": "median"}, "tracking.fusion"),
     ({"tracking.switch_margin": 1.5}, "parameter tracking.switch_margin: expected a number in [0, 1), got 1.5"),
     ({"tracking.switch_margin": "wide"}, "parameter tracking.switch_margin: expected a number, got 'wide'"),
+    ({"tracking.frame_rate": -30.0}, "parameter tracking.frame_rate: expected a number in [0, 1000]"),
     ({"dtype": "int8"}, "dtype"),
     ({"detectors": ["haar", "dlib"]}, "detectors"),
     ({"attributes.age": False, "attributes.gender": False, "attributes.race": False}, "every attribute"),

@@ -143,26 +143,48 @@ def unscored(x: float, y: float, size: float = 40.0) -> FaceProfile:
     return FaceProfile(Detection((x, y, x + size, y + size), 0.9), None)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("frame_rate", [30.0, 0.0])
 @pytest.mark.parametrize("skipped", [1, 5, 15])
 @pytest.mark.parametrize("settings", [{"fusion": "ema", "alpha": 0.1}, {"fusion": "ema", "alpha": 0.02},
                                       {"fusion": "window", "window": 8}, {"fusion": "window", "window": 60}],
                          ids=["ema0.1", "ema0.02", "window8", "window60"])
-def test_memory_counts_frames_not_scorings(settings: dict, skipped: int) -> None:
+def test_memory_counts_frames_not_scorings(settings: dict, skipped: int, frame_rate: float) -> None:
     # A scoring after `skipped` unscored frames stands for them: the same estimate as scoring every frame with
     # the newer distribution over those frames (what the schedule assumes when it reuses a profile).
     a, b = {"Male": 0.8, "Female": 0.2}, {"Male": 0.3, "Female": 0.7}
-    sparse = FaceTracker(min_hits=1, **settings)
-    dense = FaceTracker(min_hits=1, **settings)
+    sparse = FaceTracker(min_hits=1, frame_rate=frame_rate, **settings)
+    dense = FaceTracker(min_hits=1, frame_rate=frame_rate, **settings)
+    t = 0
     for _ in range(3):
-        sparse.update([face(0, 0, gender=a)])
-        dense.update([face(0, 0, gender=a)])
+        sparse.update([face(0, 0, gender=a)], now=t / 30)
+        dense.update([face(0, 0, gender=a)], now=t / 30)
+        t += 1
     for _ in range(skipped - 1):
-        held = sparse.update([unscored(0, 0)])[0]
+        held = sparse.update([unscored(0, 0)], now=t / 30)[0]
         assert held.frames_since_scored > 0
-        dense.update([face(0, 0, gender=b)])
-    got = sparse.update([face(0, 0, gender=b)])[0].scores.attributes["gender"].distribution["Male"]
-    want = dense.update([face(0, 0, gender=b)])[0].scores.attributes["gender"].distribution["Male"]
+        dense.update([face(0, 0, gender=b)], now=t / 30)
+        t += 1
+    got = sparse.update([face(0, 0, gender=b)], now=t / 30)[0].scores.attributes["gender"].distribution["Male"]
+    want = dense.update([face(0, 0, gender=b)], now=t / 30)[0].scores.attributes["gender"].distribution["Male"]
     assert got == pytest.approx(want)
+
+
+@pytest.mark.parametrize("settings", [{"fusion": "ema", "alpha": 0.1}, {"fusion": "window", "window": 12}],
+                         ids=["ema", "window"])
+def test_frames_the_node_dropped_count_at_frame_rate(settings: dict) -> None:
+    # A node that keeps up with only every third frame of a 30 Hz camera should fuse the same seconds as one that
+    # processes every frame; counting processed frames instead (frame_rate 0) remembers 3x longer.
+    dists = [{"Male": 0.9, "Female": 0.1}] * 30 + [{"Male": 0.2, "Female": 0.8}] * 30  # a change 1 s in
+
+    def male(tracker: FaceTracker, frames: range) -> float:
+        for i in frames:
+            out = tracker.update([face(0, 0, gender=dists[i])], now=i / 30)
+        return out[0].scores.attributes["gender"].distribution["Male"]
+
+    every = male(FaceTracker(min_hits=1, **settings), range(len(dists)))
+    by_time = male(FaceTracker(min_hits=1, **settings), range(2, len(dists), 3))
+    by_count = male(FaceTracker(min_hits=1, frame_rate=0.0, **settings), range(2, len(dists), 3))
+    assert abs(by_time - every) < 0.5 * abs(by_count - every)
 
 
 @pytest.mark.parametrize("fusion, lead, flips", [("ema", 0.505, 0), ("ema", 0.6, 0), ("window", 0.505, 0),

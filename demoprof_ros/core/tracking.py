@@ -4,9 +4,9 @@ A single frame's zero-shot estimate is noisy (pose, blur, expression); a robot l
 frames. Tracks are matched greedily by box overlap, then by centre distance (a face that moved more than its own
 overlap allows), and each attribute's log-probabilities are averaged over the track (EMA or a sliding window),
 i.e. a normalised geometric mean of the per-frame distributions, so the profile gets steadier as the robot keeps
-looking. The memory is counted in processed frames, not in scorings: a face the schedule (core/schedule.py)
-scores after k frames stands for those k frames, so a scheduled track and an every-frame track fuse the same
-span. The published label switches to another class only when that class beats it by `switch_margin`, so a
+looking. The memory is counted in camera frames, not in scorings: a scoring stands for the frames since the
+track's previous one (from the time between them at `frame_rate`, so frames the node dropped or the schedule
+(core/schedule.py) skipped count alike), and a scheduled track and an every-frame track fuse the same seconds. The published label switches to another class only when that class beats it by `switch_margin`, so a
 face between two classes does not flicker. Plain Python: no ROS.
 """
 from __future__ import annotations
@@ -34,12 +34,16 @@ class TrackerConfig:
     iou_threshold: least box overlap for a match; below it, centres closer than
         max_center_distance x (the track's box diagonal) still match.
     fusion: "ema" (weight `alpha` on the newest frame), "window" (mean over the last `window` frames) or "none".
-        Both count processed frames: a scoring k frames after the track's previous one stands for those k frames
-        (the profile published in between is that previous estimate), whether the schedule skipped them or not.
+        Both count camera frames: a scoring k frames after the track's previous one stands for those k frames
+        (the profile published in between is that previous estimate), whether the schedule skipped them or the
+        node dropped them.
         The EMA is normalised (bias-corrected): until about 1 / alpha frames it is the mean of the frames so far,
         not the first frame's estimate.
     switch_margin: the published label (`top`) changes to another class only once that class's fused probability
         exceeds the current label's by more than this (0 = always the arg-max).
+    frame_rate: the camera rate (Hz) that turns the seconds between two scorings into frames for the fusion
+        (k = seconds x frame_rate, at least 1), so the memory spans the same time however many frames are
+        processed; 0 = count processed frames instead.
     min_confidence: bar under which a fused attribute is reported as undetermined.
     """
 
@@ -51,6 +55,7 @@ class TrackerConfig:
     alpha: float = 0.02
     window: int = 60
     switch_margin: float = 0.02
+    frame_rate: float = 30.0
     min_confidence: float = 0.4
 
     def __post_init__(self) -> None:
@@ -67,6 +72,8 @@ class TrackerConfig:
         check(_is_num(self.alpha) and 0.0 < self.alpha <= 1.0, "alpha", "a number in (0, 1]")
         check(_is_int(self.window) and self.window >= 1, "window", "an integer >= 1")
         check(_is_num(self.switch_margin) and 0.0 <= self.switch_margin < 1.0, "switch_margin", "a number in [0, 1)")
+        check(_is_num(self.frame_rate) and 0.0 <= self.frame_rate <= 1000.0, "frame_rate",
+              "a number in [0, 1000] (0 = count processed frames)")
         check(_is_num(self.min_confidence) and 0.0 <= self.min_confidence <= 1.0, "min_confidence",
               "a number in [0, 1]")
 
@@ -247,7 +254,7 @@ class FaceTracker:
                 track.detection = profile.detection
             matched_tracks.add(id(track))
             if profile.scores is not None:
-                self._fuse(track, profile.scores)
+                self._fuse(track, profile.scores, now)
                 track.scored_box = tuple(float(v) for v in profile.detection.box)  # type: ignore[assignment]
                 track.scored_frame, track.scored_at = self._frame, now
             if track.hits >= cfg.min_hits:
@@ -281,11 +288,16 @@ class FaceTracker:
                 pairs[di] = self._tracks[ti]
         return pairs
 
-    def _fuse(self, track: _Track, scores: FaceScores) -> None:
+    def _fuse(self, track: _Track, scores: FaceScores, now: float) -> None:
         cfg = self.config
         before = {name: state.top() for name, state in track.fusions.items()}
-        # the processed frames this scoring stands for: those since the track's previous scoring (its own if new)
-        frames = self._frame - track.scored_frame if track.times_scored else 1
+        # the frames this scoring stands for: those since the track's previous scoring (its own if new)
+        if not track.times_scored:
+            frames = 1
+        elif cfg.frame_rate:
+            frames = max(1, round((now - track.scored_at) * cfg.frame_rate))
+        else:
+            frames = self._frame - track.scored_frame
         track.latest = scores
         for name, result in scores.attributes.items():
             classes = tuple(result.distribution)

@@ -49,12 +49,14 @@ _TRACKING_DOC = {
     "max_misses": "consecutive frames without the face after which its track (and id) is dropped",
     "iou_threshold": "least box overlap that matches a face to its track",
     "max_center_distance": "otherwise, largest centre distance (in track box diagonals) that still matches",
-    "fusion": "how attribute estimates are fused over a track: ema, window or none (memory in processed frames, "
-              "scored or not)",
-    "alpha": "ema: weight of the newest processed frame (memory ~1/alpha frames)",
-    "window": "window: number of latest processed frames averaged",
+    "fusion": "how attribute estimates are fused over a track: ema, window or none (memory in camera frames, "
+              "scored, skipped or dropped)",
+    "alpha": "ema: weight of the newest frame (memory ~1/alpha frames)",
+    "window": "window: number of latest frames averaged",
     "switch_margin": "a face's published label changes only when another class's fused probability beats it by "
                      "more than this (0 = always the arg-max)",
+    "frame_rate": "camera rate (Hz) that turns the time between two scorings into frames for the fusion memory, "
+                  "so dropped frames count too (0 = count processed frames)",
 }
 _SCHEDULE_DOC = {
     "enabled": "score a tracked face only when new, unsettled, moved or due for a refresh (false: every face, "
