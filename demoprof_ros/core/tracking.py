@@ -6,8 +6,9 @@ overlap allows), and each attribute's log-probabilities are averaged over the tr
 i.e. a normalised geometric mean of the per-frame distributions, so the profile gets steadier as the robot keeps
 looking. The memory is counted in camera frames, not in scorings: a scoring stands for the frames since the
 track's previous one (from the time between them at `frame_rate`, so frames the node dropped or the schedule
-(core/schedule.py) skipped count alike), and a scheduled track and an every-frame track fuse the same seconds. The published label switches to another class only when that class beats it by `switch_margin`, so a
-face between two classes does not flicker. Plain Python: no ROS.
+(core/schedule.py) skipped count alike), and a scheduled track and an every-frame track fuse the same seconds.
+The published label switches to another class only when that class beats it by `switch_margin`, so a face
+between two classes does not flicker. Plain Python: no ROS.
 """
 from __future__ import annotations
 
@@ -295,7 +296,8 @@ class FaceTracker:
         if not track.times_scored:
             frames = 1
         elif cfg.frame_rate:
-            frames = max(1, round((now - track.scored_at) * cfg.frame_rate))
+            seconds = now - track.scored_at
+            frames = max(1, round(seconds * cfg.frame_rate)) if math.isfinite(seconds) else 1
         else:
             frames = self._frame - track.scored_frame
         track.latest = scores
