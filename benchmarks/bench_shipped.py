@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine_info, machine_line  # noqa: E402
 
 from demoprof_ros.core.images import load_image  # noqa: E402
+from demoprof_ros.core.model_meta import ATTRIBUTE_SCORING  # noqa: E402
 from demoprof_ros.core.taxonomy import CLASSES, age_group  # noqa: E402
 from demoprof_ros.evaluation.evaluate import EvalSettings, evaluate_samples, make_scorer  # noqa: E402
 from demoprof_ros.training.datasets import read_dataset  # noqa: E402
@@ -184,7 +185,7 @@ def main() -> int:
                    help="rows per test set in the align study (0 = skip); when it covers every row, the peer "
                         "table also gets ours on the detected crop")
     p.add_argument("--align-chain", default="mtcnn", help="detector of the align study (needs landmarks)")
-    p.add_argument("--attribute-scoring", choices=("prompts", "descriptions"),
+    p.add_argument("--attribute-scoring", choices=ATTRIBUTE_SCORING,
                    help="how our attributes are scored (default: the model's meta.json)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "shipped" / "bench_shipped.json")
     args = p.parse_args()

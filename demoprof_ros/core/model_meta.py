@@ -72,6 +72,12 @@ MODEL_CFG_SCHEMA: dict[str, Any] = {
 #: How a model's attributes are scored (core/scorer.py): their own prompt ensembles, or the marginals of the
 #: joint softmax over full descriptions (for models fine-tuned on descriptions only).
 ATTRIBUTE_SCORING = ("prompts", "descriptions")
+
+
+def declared_attribute_scoring(meta: Mapping[str, Any] | None) -> str:
+    """The attribute scoring a checkpoint's metadata declares; "prompts" when it says none (CLIP, FaRL)."""
+    return (meta or {}).get("attribute_scoring") or "prompts"
+
 META_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {

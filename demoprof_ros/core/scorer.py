@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .model_meta import ATTRIBUTE_SCORING
+from .model_meta import ATTRIBUTE_SCORING, declared_attribute_scoring
 from .models import LoadedModel
 from .prompts import PromptSet
 from .results import AttributeResult, FaceScores, JointCandidate
@@ -88,7 +88,7 @@ class ZeroShotScorer:
                  joint_top_k: int = 3, batch_size: int = 32, text_cache: Any = None,
                  attribute_scoring: str | None = None) -> None:
         if attribute_scoring is None:
-            attribute_scoring = (loaded.meta or {}).get("attribute_scoring") or "prompts"
+            attribute_scoring = declared_attribute_scoring(loaded.meta)
         if attribute_scoring not in ATTRIBUTE_SCORING:
             raise ValueError(f"attribute_scoring must be one of {ATTRIBUTE_SCORING}, got {attribute_scoring!r}")
         if not 0.0 <= min_confidence <= 1.0:
@@ -214,10 +214,11 @@ class ZeroShotScorer:
         return float(self.loaded.model.logit_scale.detach().float().exp().clamp(max=100.0))
 
     # --- scoring ---------------------------------------------------------------------------------
-    def attribute_probs(self, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per enabled attribute, N x C class probabilities (CLASSES order)."""
+    def attribute_probs(self, embeddings: torch.Tensor, joint: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per enabled attribute, N x C class probabilities (CLASSES order). `joint`: joint_probs(embeddings) when
+        the caller has it already (description scoring reuses it instead of computing it again)."""
         if self.attribute_scoring == "descriptions":
-            joint = self.joint_probs(embeddings)
+            joint = self.joint_probs(embeddings) if joint is None else joint
             return {a: joint @ member.to(joint) for a, member in self.membership.items()}
         scale = self.logit_scale
         return {a: (scale * embeddings @ head.T).softmax(dim=-1) for a, head in self.heads.items()}
@@ -243,9 +244,9 @@ class ZeroShotScorer:
         if n == 0 or not self.attributes:
             return [FaceScores(attributes={}) for _ in range(n)]
         # Everything leaves the device in one transfer (one sync per frame on a GPU, not one per head).
-        parts = list(self.attribute_probs(embeddings).values())
+        jp = self.joint_probs(embeddings) if self.joint_top_k or self.attribute_scoring == "descriptions" else None
+        parts = list(self.attribute_probs(embeddings, jp).values())
         if self.joint_top_k:
-            jp = self.joint_probs(embeddings)
             values, indices = jp.topk(min(self.joint_top_k, jp.shape[1]), dim=-1)
             parts += [values, indices.float()]  # indices < 2**24: exact in float32
         host = torch.cat(parts, dim=1).cpu().numpy()

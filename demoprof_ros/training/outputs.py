@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..core.model_meta import declared_attribute_scoring
 from ..core.models import LoadedModel, load_model, read_meta, save_checkpoint
 from ..core.prompts import PromptSet
 from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
@@ -129,7 +130,7 @@ def run_meta(cfg: TrainConfig, seed: int, loaded: LoadedModel, prompts: PromptSe
     return {
         "base_model": cfg.model, "base_name": loaded.name, "taxonomy": {a: list(CLASSES[a]) for a in ATTRIBUTE_NAMES},
         "attributes": list(cfg.attributes), "prompts": prompts.to_dict(),
-        "attribute_scoring": cfg.attribute_scoring or loaded.meta.get("attribute_scoring") or "prompts",
+        "attribute_scoring": cfg.attribute_scoring or declared_attribute_scoring(loaded.meta),
         "mean": list(loaded.mean),
         "std": list(loaded.std), "seed": seed,
         "loss": {"contrastive": "FLYP: CLIP symmetric InfoNCE, learnable temperature (max 100)",

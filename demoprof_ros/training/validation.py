@@ -58,9 +58,10 @@ def validate(loaded: LoadedModel, prompts: PromptSet, attributes: Sequence[str],
                     * len(captions[chunk])
                 n += len(captions[chunk])
         embeddings = F.normalize(image_features.float(), dim=-1)
-        for attribute, p in scorer.attribute_probs(embeddings).items():
+        jp = scorer.joint_probs(embeddings)
+        for attribute, p in scorer.attribute_probs(embeddings, jp).items():
             probs[attribute].append(p.cpu())
-        joint.append(scorer.joint_probs(embeddings).argmax(dim=-1).cpu())
+        joint.append(jp.argmax(dim=-1).cpu())
         order.append(index)
     model.train(was_training)
     index = torch.cat(order).tolist()
