@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import helpers_checkpoints as ck
 from demoprof_ros.core import models, shipped_model
+from demoprof_ros.core.images import load_image
 from demoprof_ros.core.models import ModelLoadError, load_model, save_checkpoint
 from demoprof_ros.core.prompts import load_prompts
 from demoprof_ros.core.shipped_model import SHIPPED_NAME, torchvision_to_timm
@@ -92,7 +94,11 @@ def test_recipe_short_run_trains_and_installs(shared_data, tmp_path, monkeypatch
     """The rebuild command on a tiny subset (2 steps): splits, ImageNet start, training, test eval, install."""
     from demoprof_ros.evaluation import shipped_recipe
     monkeypatch.setenv("DEMOPROF_DATA", str(shared_data))
-    info = shipped_recipe.build(ROOT / "config" / "train_shipped.yaml", tmp_path / "run", limit=16,
+    settings = yaml.safe_load((ROOT / "config" / "train_shipped.yaml").read_text())
+    settings["datasets"]["fairface_val_sample"]["framing"] = 0.49
+    config = tmp_path / "train_shipped.yaml"
+    config.write_text(yaml.safe_dump({**settings, "data_root": str(shared_data)}))
+    info = shipped_recipe.build(config, tmp_path / "run", limit=16,
                                 overrides={"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8},
                                 install=tmp_path / "models")
     counts = info["splits"]["counts"]
@@ -115,8 +121,40 @@ def test_recipe_short_run_trains_and_installs(shared_data, tmp_path, monkeypatch
     assert loaded.name == SHIPPED_NAME and loaded.image_size == 112
     assert tuple(loaded.mean) == shipped_model.IMAGENET_MEAN
     results = json.loads(Path(info["test_results"]).read_text())
-    assert set(results["datasets"]) == {"test_fairface_val_sample", "test_fairface_agegender_540", "test_utkface_test"}
+    assert set(results["datasets"]) == {"test_fairface_val_sample", "test_fairface_agegender_540", "test_utkface_test",
+                                        "test_fairface_val_sample_framed"}
+    framed = [r.split(",")[0] for r in train_files if "/framed/fairface_val_sample_0.49/" in r]
+    assert framed and all(f.endswith(".png") for f in framed)  # framing: 0.49 of 224 px
+    assert load_image(framed[0]).shape == (110, 110, 3)
     assert results["attribute_scoring"] == "descriptions"
+
+
+@pytest.mark.parametrize("shape,fraction,side", [((224, 224, 3), 0.49, 110), ((100, 60, 3), 0.5, 30),
+                                                  ((50, 50, 3), 1.0, 50)])
+def test_center_crop_takes_the_central_square(shape, fraction, side):
+    from demoprof_ros.evaluation.shipped_recipe import center_crop
+    image = np.arange(np.prod(shape), dtype=np.int64).reshape(shape)
+    crop = center_crop(image, fraction)
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    assert crop.shape[:2] == (side, side) and crop[0, 0, 0] == image[top, left, 0]
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
+def test_reframe_refuses_a_fraction_outside_0_1(tmp_path, fraction):
+    from demoprof_ros.evaluation.shipped_recipe import reframe
+    with pytest.raises(ValueError, match="framing"):
+        reframe([], fraction, tmp_path)
+
+
+def test_reframe_refuses_two_images_of_one_name(tmp_path):
+    import cv2
+    from demoprof_ros.evaluation.shipped_recipe import reframe
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.jpg"), np.full((20, 20, 3), 128, np.uint8))
+    samples = [Sample(tmp_path / f / "x.jpg", {}) for f in ("a", "b")]
+    with pytest.raises(ValueError, match="named 'x'"):
+        reframe(samples, 0.5, tmp_path / "out")
 
 
 @pytest.mark.skipif(not (SHIPPED_DIR / "model.safetensors").is_file(), reason="shipped model not built here")

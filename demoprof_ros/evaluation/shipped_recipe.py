@@ -6,7 +6,9 @@
    never trained or selected on, stratified by race x gender (FairFace sets: `test_fraction` of each;
    UTKFace: all of `utkface_crop_part1`, which is disjoint from `utkface_extra` by name and near-duplicate,
    see its SOURCE.md); a validation split for model selection (stratified; from `utkface_extra` only images
-   with no look-alike in that folder, so look-alike pairs never straddle train and validation).
+   with no look-alike in that folder, so look-alike pairs never straddle train and validation). A set with
+   `framing: f` trains and validates on PNG copies of its images' central squares (side f), and is tested
+   both whole and framed (`test_<set>_framed.csv`).
 2. The starting point: core.shipped_model.initial_checkpoint (ImageNet MobileNetV2, random text tower).
 3. `demoprof train` (training.trainer.run) with the `training:` settings of the config.
 4. `demoprof eval` metrics of the best epoch on each test split; with --install, model.safetensors +
@@ -57,6 +59,37 @@ def lookalike_mask(samples: Sequence[Sample]) -> np.ndarray:
     return has
 
 
+def center_crop(image: np.ndarray, fraction: float) -> np.ndarray:
+    """The central square whose side is `fraction` of the image's shorter side."""
+    h, w = image.shape[:2]
+    side = max(1, int(round(min(h, w) * fraction)))
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top:top + side, left:left + side]
+
+
+def reframe(samples: Sequence[Sample], fraction: float, folder: Path) -> list[Sample]:
+    """Copies of `samples` whose images are center_crop(fraction), written losslessly as PNG into `folder`.
+
+    Why: FairFace's images carry 1.25x padding, so its face fills about half of the side that UTKFace's tight
+    crops (94 % of the training faces) give it; trained whole, the few FairFace faces look like another domain.
+    """
+    import cv2
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"framing: expected a fraction in (0, 1], got {fraction!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    out, seen = [], set()
+    for s in samples:
+        target = folder / f"{s.path.stem}.png"
+        if target in seen:
+            raise ValueError(f"framing: two images of one set are named {s.path.stem!r}; {folder} keeps one")
+        seen.add(target)
+        if not target.is_file():
+            if not cv2.imwrite(str(target), center_crop(load_image(s.path), fraction)):
+                raise OSError(f"could not write {target}")
+        out.append(Sample(target, s.labels, s.caption, s.where))
+    return out
+
+
 def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: int | None = None) -> dict:
     """Write train/val/test CSVs; returns {"train": [path per set], "repeat": [n per set], "val": path,
     "test": {name: path}, "counts": {...}}.
@@ -100,9 +133,16 @@ def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: 
                 log.info("%s: %d of %d images have a look-alike; kept in train", name, len(kept), len(rest))
             part_train, part_val = stratified_split(pool, fraction * len(rest) / len(pool), seed=seed, keys=keys)
             rest = part_train + kept
-            val += part_val
         else:
             part_val = []
+        if "framing" in spec:  # train and select on the face framed as the other sets frame it
+            framing = float(spec["framing"])
+            folder = out / "framed" / f"{name}_{framing:g}"
+            rest, part_val = reframe(rest, framing, folder), reframe(part_val, framing, folder)
+            if test:
+                tests[f"{name}_framed"] = write_labels_csv(out / f"test_{name}_framed.csv",
+                                                           reframe(test, framing, folder))
+        val += part_val
         if rest:  # one train CSV per set, so that `repeat` can oversample a small one (train_repeat)
             train.append(write_labels_csv(out / f"train_{name}.csv", rest))
             repeat.append(int(spec.get("repeat", 1)))
