@@ -138,10 +138,11 @@ def make_splits(settings: Mapping[str, Any], data_root: Path, out: Path, limit: 
         if "framing" in spec:  # train and select on the face framed as the other sets frame it
             framing = float(spec["framing"])
             folder = out / "framed" / f"{name}_{framing:g}"
-            rest, part_val = reframe(rest, framing, folder), reframe(part_val, framing, folder)
-            if test:
-                tests[f"{name}_framed"] = write_labels_csv(out / f"test_{name}_framed.csv",
-                                                           reframe(test, framing, folder))
+            framed = reframe([*rest, *part_val, *test], framing, folder)  # one call: names checked set-wide
+            rest, part_val, framed_test = (framed[:len(rest)], framed[len(rest):len(rest) + len(part_val)],
+                                           framed[len(rest) + len(part_val):])
+            if framed_test:
+                tests[f"{name}_framed"] = write_labels_csv(out / f"test_{name}_framed.csv", framed_test)
         val += part_val
         if rest:  # one train CSV per set, so that `repeat` can oversample a small one (train_repeat)
             train.append(write_labels_csv(out / f"train_{name}.csv", rest))
