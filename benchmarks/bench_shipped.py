@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine_info, machine_line  # noqa: E402
 
 from demoprof_ros.core.images import load_image  # noqa: E402
-from demoprof_ros.core.model_meta import ATTRIBUTE_SCORING  # noqa: E402
+from demoprof_ros.core.model_meta import ATTRIBUTE_SCORING, declared_crop_margin  # noqa: E402
 from demoprof_ros.core.taxonomy import CLASSES, age_group  # noqa: E402
 from demoprof_ros.evaluation.evaluate import EvalSettings, evaluate_samples, make_scorer  # noqa: E402
 from demoprof_ros.training.datasets import read_dataset  # noqa: E402
@@ -124,10 +124,10 @@ def fine(label, attribute: str):
     return label if label in CLASSES[attribute] else None
 
 
-def align_study(scorer, samples, crops, whole: dict[str, list[str]], n: int, chain: str) -> dict:
+def align_study(scorer, samples, crops, whole: dict[str, list[str]], n: int, chain: str, margin: float) -> dict:
     """Does `align: true` help? On n test images spread evenly over the set (UTKFace's files sort by age):
     detect (the CLI chain, which gives landmarks), crop
-    the largest face as the profiler does (margin 0.25), plain and 5-point aligned; accuracy of each, and of the
+    the largest face as the profiler does (`margin`), plain and 5-point aligned; accuracy of each, and of the
     whole test image (`whole`: its labels, already scored by the caller), on the rows where a face with landmarks
     was found (race only where the label is a fine class). Also returns the plain detected crop's labels per row
     (None where the row was not picked or no face was found)."""
@@ -140,10 +140,10 @@ def align_study(scorer, samples, crops, whole: dict[str, list[str]], n: int, cha
         found = [d for d in detector.detect(crop) if d.landmarks is not None]
         if found:
             face = max(found, key=lambda d: d.width * d.height)
-            plain.append(crop_face(crop, face, margin=0.25))
-            aligned.append(crop_face(crop, face, margin=0.25, align=True))
+            plain.append(crop_face(crop, face, margin=margin))
+            aligned.append(crop_face(crop, face, margin=margin, align=True))
             rows.append(i)
-    out = {"detector": detector.name, "images": len(picked), "faces_with_landmarks": len(rows)}
+    out = {"detector": detector.name, "margin": margin, "images": len(picked), "faces_with_landmarks": len(rows)}
     per_row: dict[str, list] = {a: [None] * len(crops) for a in whole}
     if not rows:
         return out, per_row
@@ -185,6 +185,8 @@ def main() -> int:
                    help="rows per test set in the align study (0 = skip); when it covers every row, the peer "
                         "table also gets ours on the detected crop")
     p.add_argument("--align-chain", default="mtcnn", help="detector of the align study (needs landmarks)")
+    p.add_argument("--margin", default="auto", help="crop margin of the detected crops ('auto' = the model's own, "
+                                                    "as the profiler's default)")
     p.add_argument("--attribute-scoring", choices=ATTRIBUTE_SCORING,
                    help="how our attributes are scored (default: the model's meta.json)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "shipped" / "bench_shipped.json")
@@ -192,6 +194,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     scorer = make_scorer(args.model, attribute_scoring=args.attribute_scoring)
     scorer_bf16 = make_scorer(args.model, dtype="bf16", attribute_scoring=args.attribute_scoring)
+    margin = declared_crop_margin(scorer.loaded.meta) if args.margin == "auto" else float(args.margin)
     info = machine_info()
     report = {"machine": info, "machine_line": machine_line(info), "model": scorer.loaded.name,
               "attribute_scoring": scorer.attribute_scoring, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -210,7 +213,8 @@ def main() -> int:
                  "bf16_images": len(ours16["gender"]), "majority": majority(samples)}
         detected = None
         if args.align_images:
-            entry["align"], detected = align_study(scorer, samples, crops, ours, args.align_images, args.align_chain)
+            entry["align"], detected = align_study(scorer, samples, crops, ours, args.align_images, args.align_chain,
+                                                   margin)
             detected = detected if entry["align"]["images"] == len(crops) else None
         try:
             peer = peer_rows(args.peer_python, csvs, args.limit, args.peer_results)
@@ -262,13 +266,14 @@ def markdown(report: dict) -> str:
                          f"{100 * m.get('macro_f1', float('nan')):.1f} | "
                          f"{100 * (e.get('ece') or float('nan')):.1f} | "
                          f"{100 * entry['bf16_agreement'][a]:.1f} (n={entry['bf16_images']}) |")
-    lines += ["", "| test set | faces (detector) | attribute | whole test image | detected, plain crop | "
+    lines += ["", "| test set | faces (detector, crop margin) | attribute | whole test image | detected, plain crop | "
               "detected, aligned crop |", "|---|---|---|---:|---:|---:|"]
     for name, entry in report["sets"].items():
         al = entry.get("align")
         if al and "whole_image" in al:
             for a in CLASSES:
-                lines.append(f"| {name} | {al['faces_with_landmarks']}/{al['images']} ({al['detector']}) | {a} | "
+                lines.append(f"| {name} | {al['faces_with_landmarks']}/{al['images']} ({al['detector']}, "
+                             f"{al.get('margin', 0.25):g}) | {a} | "
                              f"{_pct(al['whole_image'][a])} | {_pct(al['detected_plain'][a])} | "
                              f"{_pct(al['detected_aligned'][a])} |")
     lines += ["", "| images/s (CPU) | value |", "|---|---:|"]

@@ -164,6 +164,9 @@ def test_params_file_lists_every_parameter() -> None:
     ({"attributes.age": False, "attributes.gender": False, "attributes.race": False}, "every attribute"),
     ({"attributes.age": "yes"}, "parameter attributes.age: expected true or false"),
     ({"modle": "tiny"}, "unknown parameters ['modle']"),
+    ({"margin": "wide"}, "parameter margin: expected 'auto' or a number, got 'wide'"),
+    ({"margin": True}, "parameter margin: expected 'auto' or a number, got True"),
+    ({"margin": 3}, "parameter margin: expected 'auto' (the model's own) or a number in [0, 2], got 3.0"),
 ])
 def test_bad_parameter_values_named(values: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -172,8 +175,11 @@ def test_bad_parameter_values_named(values: dict, fragment: str) -> None:
 
 
 def test_parameter_types_coerced() -> None:
-    settings = settings_from_values({"max_rate": 5, "detectors": "yunet, haar", "attributes.race": False})
+    settings = settings_from_values({"max_rate": 5, "detectors": "yunet, haar", "attributes.race": False,
+                                     "margin": 0})
     assert settings.max_rate == 5.0 and isinstance(settings.max_rate, float)
+    assert settings.profiler.margin == 0.0 and isinstance(settings.profiler.margin, float)
+    assert settings_from_values({}).profiler.margin == "auto"
     assert settings.profiler.detectors == ("yunet", "haar")
     assert settings.profiler.attributes == ("age", "gender")
 

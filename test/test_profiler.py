@@ -60,6 +60,7 @@ def test_warmup_precomputes_text(profiler):
     ({"attributes": {"race": "no"}}, "attributes"),
     ({"detectors": ["dlib"]}, "detectors"),
     ({"margin": -1}, "margin"),
+    ({"margin": "wide"}, "margin"),
     ({"modle": "clip"}, "unknown settings"),
 ])
 def test_config_errors_name_the_setting(data, match):
@@ -120,3 +121,26 @@ def test_default_chain_runs_a_cnn_with_aligned_crops(test_data, tmp_path):
     assert p.detector_name == "blazeface"  # no SCRFD / YuNet files in tmp_path
     faces = p(load_image(test_data / PHOTO))
     assert len(faces) == 4 and all(f.detection.landmarks is not None for f in faces)
+
+
+@pytest.mark.parametrize("meta, setting, expected", [
+    ({}, "auto", 0.25),                    # no declaration: FairFace's padding, as for CLIP and FaRL
+    ({"crop_margin": 0.1}, "auto", 0.1),   # trained on tight crops: the model's own
+    ({"crop_margin": 0.1}, 0.4, 0.4),      # the user's number wins
+])
+def test_margin_auto_is_the_models_declared_crop_margin(tmp_path, meta, setting, expected):
+    import helpers_checkpoints as ck
+    from demoprof_ros.core.models import save_checkpoint
+
+    run = save_checkpoint(tmp_path / "run", ck.tiny_model(), ck.tiny_cfg(), meta)
+    p = Profiler.from_config(ProfilerConfig(model=str(run), detectors=("haar",), margin=setting))
+    assert p.margin == expected
+
+
+def test_a_crop_margin_outside_bounds_is_refused(tmp_path):
+    import helpers_checkpoints as ck
+    from demoprof_ros.core.models import ModelLoadError, load_model, save_checkpoint
+
+    run = save_checkpoint(tmp_path / "run", ck.tiny_model(), ck.tiny_cfg(), {"crop_margin": 5})
+    with pytest.raises(ModelLoadError, match="crop_margin"):
+        load_model(str(run))

@@ -17,7 +17,7 @@ from demoprof_ros.core.images import load_image
 from demoprof_ros.core.models import ModelLoadError, load_model, save_checkpoint
 from demoprof_ros.core.prompts import load_prompts
 from demoprof_ros.core.shipped_model import SHIPPED_NAME, torchvision_to_timm
-from demoprof_ros.training.datasets import Sample, captions_for, description_of
+from demoprof_ros.training.datasets import Sample, captions_for, description_of, read_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_DIR = ROOT / "models" / SHIPPED_NAME
@@ -127,6 +127,34 @@ def test_recipe_short_run_trains_and_installs(shared_data, tmp_path, monkeypatch
     assert framed and all(f.endswith(".png") for f in framed)  # framing: 0.49 of 224 px
     assert load_image(framed[0]).shape == (110, 110, 3)
     assert results["attribute_scoring"] == "descriptions"
+    assert meta["crop_margin"] == settings["crop_margin"]  # what `margin: auto` crops with
+    _check_bench_margin(config, tmp_path / "run" / "splits", installed, counts, tmp_path)
+
+
+def _check_bench_margin(config: Path, splits: Path, model: Path, counts: dict, tmp_path: Path) -> None:
+    """bench_margin.py maps the framed val rows back to their whole images and scores each margin."""
+    import importlib.util
+    import subprocess
+    import sys
+    spec = importlib.util.spec_from_file_location("bench_margin", ROOT / "benchmarks" / "bench_margin.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.whole_val_rows(config, splits)
+    assert {k: len(v) for k, v in rows.items()} == {k: c["val"] for k, c in counts.items() if c["val"]}
+    framed = {s.path.stem for s in read_dataset(splits / "val.csv")[0] if "framed" in s.path.parts}
+    assert framed and all("framed" not in s.path.parts for v in rows.values() for s in v)
+    assert framed <= {s.path.stem for v in rows.values() for s in v}
+    out = tmp_path / "margin.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_margin.py"), "--config", str(config),
+                           "--splits", str(splits), "--model", str(model), "--detectors", "haar",
+                           "--margins", "0.1,0.25", "--threads", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["sets"]) == set(rows)
+    for entry in result["sets"].values():
+        assert set(entry["haar"]["accuracy"]) == {"0.1", "0.25"} and 0 <= entry["haar"]["found"] <= entry["n"]
+    assert "| mean of the rows above | haar | all |" in proc.stdout
 
 
 @pytest.mark.parametrize("shape,fraction,side", [((224, 224, 3), 0.49, 110), ((100, 60, 3), 0.5, 30),
@@ -167,6 +195,8 @@ def test_the_shipped_files_match_their_card():
     loaded = models.load_model("shipped")
     assert loaded.name == SHIPPED_NAME and not loaded.meta.get("untrained")
     assert loaded.meta["attribute_scoring"] == "descriptions"
+    recipe = yaml.safe_load((ROOT / "config" / "train_shipped.yaml").read_text())
+    assert loaded.meta.get("crop_margin") == recipe["crop_margin"]
 
 
 def test_bench_shipped_smoke(shared_data, tmp_path):
@@ -206,7 +236,6 @@ def test_bench_shipped_feeds_the_scorer_bgr_as_demoprof_eval_does(shared_data):
     """The bench once flipped load_image's BGR to RGB and scored that as BGR (its numbers were below eval's)."""
     import importlib.util
     import cv2
-    from demoprof_ros.training.datasets import read_dataset
     spec = importlib.util.spec_from_file_location("bench_shipped", ROOT / "benchmarks" / "bench_shipped.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -59,6 +59,16 @@ def smoke(faces24, tmp_path_factory):
     return output, results, summary
 
 
+
+def test_fine_tuning_keeps_the_base_models_crop_margin(faces24, tmp_path):
+    """A model trained on tight crops (the shipped one) is still profiled on tight crops once fine-tuned."""
+    import helpers_checkpoints as ck
+    from demoprof_ros.core.models import save_checkpoint
+
+    base = save_checkpoint(tmp_path / "base", ck.tiny_model(), ck.tiny_cfg(), {"crop_margin": 0.1})
+    results, _ = _run(faces24, tmp_path / "out", model=str(base), epochs=1, max_steps_per_epoch=1)
+    assert json.loads((results[0].output / "meta.json").read_text())["crop_margin"] == 0.1
+
 # --- pieces ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("scores,patience,stop_after,best_epoch", [

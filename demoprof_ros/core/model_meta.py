@@ -78,6 +78,21 @@ def declared_attribute_scoring(meta: Mapping[str, Any] | None) -> str:
     """The attribute scoring a checkpoint's metadata declares; "prompts" when it says none (CLIP, FaRL)."""
     return (meta or {}).get("attribute_scoring") or "prompts"
 
+
+#: Context around the face box in a crop, as a fraction of the box, for models that declare none: FairFace's
+#: own crops (CLIP and FaRL were evaluated on them) pad the face box by about this much on each side.
+DEFAULT_CROP_MARGIN = 0.25
+
+
+def declared_crop_margin(meta: Mapping[str, Any] | None) -> float:
+    """The crop margin a checkpoint was trained for (meta.json `crop_margin`), else DEFAULT_CROP_MARGIN.
+
+    A model trained on tight crops (the shipped one: mostly UTKFace's) sees a smaller face than it
+    learned on when the crop keeps FairFace's padding.
+    """
+    value = (meta or {}).get("crop_margin")
+    return DEFAULT_CROP_MARGIN if value is None else float(value)
+
 META_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -89,6 +104,7 @@ META_SCHEMA: dict[str, Any] = {
         "std": _triple(0.0, 10.0, exclusive_low=True),
         "prompts": {"type": ["object", "null"]},
         "attribute_scoring": {"enum": list(ATTRIBUTE_SCORING)},
+        "crop_margin": {"type": "number", "minimum": 0, "maximum": 2},
     },
 }
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .detection import DEFAULT_CHAIN, DEFAULT_MAX_SIDE, PHOTO_CHAIN, available_backends, build_detector, crop_face
 from .images import to_bgr8
+from .model_meta import DEFAULT_CROP_MARGIN, declared_crop_margin
 from .models import load_model
 from .prompts import load_prompts, prompts_from_dict
 from .results import Detection, DetectionDrops, FaceProfile, FaceScores
@@ -59,7 +60,7 @@ class ProfilerConfig:
     max_faces: int = 8
     max_side: int = DEFAULT_MAX_SIDE
     tiles: int = 0
-    margin: float = 0.25
+    margin: float | str = "auto"
     align: bool = False
     batch_size: int = 16
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -94,7 +95,8 @@ class ProfilerConfig:
         check(_is_int(self.max_side) and self.max_side >= 64, "max_side", "an integer >= 64 (pixels)")
         check(_is_int(self.tiles) and self.tiles >= 0, "tiles", "an integer >= 0")
         check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        check(_is_number(self.margin) and 0.0 <= self.margin <= 2.0, "margin", "a number in [0, 2]")
+        check(self.margin == "auto" or (_is_number(self.margin) and 0.0 <= self.margin <= 2.0), "margin",
+              "'auto' (the model's own) or a number in [0, 2]")
         check(isinstance(self.align, bool), "align", "true or false")
 
     @classmethod
@@ -145,8 +147,8 @@ class Profiler:
     #: seconds between two log lines about dropped faces (the node calls this 30 times a second)
     DROP_LOG_PERIOD = 10.0
 
-    def __init__(self, detector: Any, scorer: ZeroShotScorer, margin: float = 0.25, align: bool = False,
-                 logger: Any = None) -> None:
+    def __init__(self, detector: Any, scorer: ZeroShotScorer, margin: float = DEFAULT_CROP_MARGIN,
+                 align: bool = False, logger: Any = None) -> None:
         self.detector = detector
         self.scorer = scorer
         self.margin = margin
@@ -177,7 +179,8 @@ class Profiler:
                                   device=cfg.device, max_side=cfg.max_side, tiles=cfg.tiles)
         if cfg.align and not detector.has_landmarks:
             (logger or _log).warning(f"align: true, but detector {detector.name} gives no landmarks: plain crops")
-        return cls(detector, scorer, margin=cfg.margin, align=cfg.align, logger=logger)
+        margin = declared_crop_margin(loaded.meta) if cfg.margin == "auto" else cfg.margin
+        return cls(detector, scorer, margin=margin, align=cfg.align, logger=logger)
 
     @property
     def model_name(self) -> str:

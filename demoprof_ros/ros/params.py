@@ -40,7 +40,8 @@ _PROFILER_DOC = {
     "max_faces": "most faces profiled per frame (largest first)",
     "max_side": "frames larger than this (pixels) are detected on a downscaled copy",
     "tiles": "blazeface: also detect in this many overlapping tiles along the shorter side (0 = whole frame)",
-    "margin": "context around the face box in the crop, as a fraction of the box",
+    "margin": "context around the face box in the crop, as a fraction of the box ('auto' = the model's own: "
+              "meta.json crop_margin, else 0.25)",
     "align": "rotate crops upright from the eye landmarks (detectors with landmarks only)",
     "batch_size": "face crops per model batch",
 }
@@ -84,6 +85,8 @@ _NODE_PARAMS: dict[str, tuple[Any, str]] = {
 }
 #: Parameters naming a file or folder: a bare "~" there is a YAML null, not the home directory.
 _PATH_PARAMS = ("model", "models_dir", "prompts_file", "scrfd_path", "yunet_path")
+#: Parameters that take 'auto' (the model decides) or a number.
+_AUTO_OR_NUMBER = ("margin",)
 _MODEL_EXPECTED = "'auto', 'farl', 'clip', 'shipped', 'tiny', a checkpoint file or a fine-tuned folder"
 #: Parameters rclpy or ROS tools may set on any node; not ours, not an error.
 _FOREIGN = ("use_sim_time", "start_type_description_service", "qos_overrides.")
@@ -233,6 +236,12 @@ def _check_type(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("a number")
+        return float(value)
+    if name in _AUTO_OR_NUMBER:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("'auto' or a number")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):

@@ -155,7 +155,9 @@ class ProfilerNode(LifecycleNode):
         if settings.debug_image:
             self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", 1)
         self._hri = self._make_hri(settings)
-        log.info(f"configured: model {profiler.model_name}, detector {profiler.detector_name}, attributes "
+        whose = " (the model's)" if cfg.margin == "auto" else ""
+        log.info(f"configured: model {profiler.model_name}, detector {profiler.detector_name}, crop margin "
+                 f"{profiler.margin:g}{whose}, attributes "
                  f"{list(cfg.attributes)}, tracking {settings.tracking.fusion} (min_hits "
                  f"{settings.tracking.min_hits}, max_misses {settings.tracking.max_misses}), "
                  + (f"scheduled scoring (refresh every {settings.schedule.refresh_frames} frames, at most "

@@ -131,6 +131,7 @@ def run_meta(cfg: TrainConfig, seed: int, loaded: LoadedModel, prompts: PromptSe
         "base_model": cfg.model, "base_name": loaded.name, "taxonomy": {a: list(CLASSES[a]) for a in ATTRIBUTE_NAMES},
         "attributes": list(cfg.attributes), "prompts": prompts.to_dict(),
         "attribute_scoring": cfg.attribute_scoring or declared_attribute_scoring(loaded.meta),
+        **({"crop_margin": loaded.meta["crop_margin"]} if "crop_margin" in loaded.meta else {}),  # same crops
         "mean": list(loaded.mean),
         "std": list(loaded.std), "seed": seed,
         "loss": {"contrastive": "FLYP: CLIP symmetric InfoNCE, learnable temperature (max 100)",
