@@ -21,7 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine_info, machine_line  # noqa: E402
-from bench_shipped import fine, labels_of  # noqa: E402
+from bench_shipped import accuracy, fine, labels_of  # noqa: E402
 
 from demoprof_ros.core.detection import build_detector, crop_face  # noqa: E402
 from demoprof_ros.core.images import load_image  # noqa: E402
@@ -88,9 +88,8 @@ def main() -> int:
                     for a in CLASSES:
                         for j, i in enumerate(hit):
                             pred[a][i] = got[a][j]
-                per_margin[f"{margin:g}"] = {
-                    a: float(np.mean([x == t for x, t in zip(pred[a], truth[a]) if t is not None]))
-                    for a in CLASSES if any(t is not None for t in truth[a])}
+                per_margin[f"{margin:g}"] = {a: accuracy(pred[a], truth[a], range(len(samples)))[0]
+                                             for a in CLASSES if any(t is not None for t in truth[a])}
             entry[detector.name] = {"found": len(hit), "accuracy": per_margin}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

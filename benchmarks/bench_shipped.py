@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine_info, machine_line  # noqa: E402
 
 from demoprof_ros.core.images import load_image  # noqa: E402
-from demoprof_ros.core.model_meta import ATTRIBUTE_SCORING, declared_crop_margin  # noqa: E402
+from demoprof_ros.core.model_meta import ATTRIBUTE_SCORING, crop_margin  # noqa: E402
 from demoprof_ros.core.taxonomy import CLASSES, age_group  # noqa: E402
 from demoprof_ros.evaluation.evaluate import EvalSettings, evaluate_samples, make_scorer  # noqa: E402
 from demoprof_ros.training.datasets import read_dataset  # noqa: E402
@@ -194,7 +194,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     scorer = make_scorer(args.model, attribute_scoring=args.attribute_scoring)
     scorer_bf16 = make_scorer(args.model, dtype="bf16", attribute_scoring=args.attribute_scoring)
-    margin = declared_crop_margin(scorer.loaded.meta) if args.margin == "auto" else float(args.margin)
+    margin = crop_margin(args.margin, scorer.loaded.meta)
     info = machine_info()
     report = {"machine": info, "machine_line": machine_line(info), "model": scorer.loaded.name,
               "attribute_scoring": scorer.attribute_scoring, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -93,6 +93,12 @@ def declared_crop_margin(meta: Mapping[str, Any] | None) -> float:
     value = (meta or {}).get("crop_margin")
     return DEFAULT_CROP_MARGIN if value is None else float(value)
 
+
+def crop_margin(setting: float | str, meta: Mapping[str, Any] | None) -> float:
+    """The margin a `margin` setting means for this model: 'auto' = declared_crop_margin, else the number."""
+    return declared_crop_margin(meta) if setting == "auto" else float(setting)
+
+
 META_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {

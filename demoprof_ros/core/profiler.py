@@ -17,7 +17,7 @@ import numpy as np
 
 from .detection import DEFAULT_CHAIN, DEFAULT_MAX_SIDE, PHOTO_CHAIN, available_backends, build_detector, crop_face
 from .images import to_bgr8
-from .model_meta import DEFAULT_CROP_MARGIN, declared_crop_margin
+from .model_meta import DEFAULT_CROP_MARGIN, crop_margin
 from .models import load_model
 from .prompts import load_prompts, prompts_from_dict
 from .results import Detection, DetectionDrops, FaceProfile, FaceScores
@@ -179,8 +179,7 @@ class Profiler:
                                   device=cfg.device, max_side=cfg.max_side, tiles=cfg.tiles)
         if cfg.align and not detector.has_landmarks:
             (logger or _log).warning(f"align: true, but detector {detector.name} gives no landmarks: plain crops")
-        margin = declared_crop_margin(loaded.meta) if cfg.margin == "auto" else cfg.margin
-        return cls(detector, scorer, margin=margin, align=cfg.align, logger=logger)
+        return cls(detector, scorer, margin=crop_margin(cfg.margin, loaded.meta), align=cfg.align, logger=logger)
 
     @property
     def model_name(self) -> str:
