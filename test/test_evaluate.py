@@ -12,7 +12,11 @@ import pytest
 from demoprof_ros.evaluation import evaluate as ev
 from demoprof_ros.cli import eval_main
 from demoprof_ros.training.datasets import read_dataset
+from demoprof_ros.core.results import Detection
 from demoprof_ros.core.taxonomy import CLASSES
+from demoprof_ros.evaluation.card import render_card
+from demoprof_ros.evaluation.detected_crops import FaceCropper
+from demoprof_ros.evaluation.report import render_report
 
 from helpers_eval import FakeScorer, one_hot_rows, write_images, write_labels
 
@@ -112,6 +116,100 @@ def test_unreadable_image_is_counted_not_fatal(utk_like):
     out = ev.evaluate_samples(scorer, samples, _settings())
     assert out["images"]["scored"] == 5 and out["images"]["unreadable"] == 1
     assert "img_02.jpg" in out["images"]["unreadable_files"][0]["file"]
+
+
+# --- --detect: the largest detected face, misses counted per group ------------------------------------------
+
+
+class _Detector:
+    """Finds one face covering the middle of every image except the calls numbered in `miss`."""
+
+    name = "fake"
+
+    def __init__(self, miss):
+        self.miss, self.calls = set(miss), 0
+
+    def detect(self, image):
+        self.calls += 1
+        if self.calls - 1 in self.miss:
+            return []
+        h, w = image.shape[:2]
+        return [Detection((w / 4, h / 4, w / 2, h / 2), 0.9), Detection((0, 0, 3 * w / 4, 3 * h / 4), 0.9)]
+
+
+@pytest.mark.parametrize("miss", [(), (1,), (1, 3)])
+def test_detect_scores_found_faces_and_counts_misses_per_group(utk_like, miss):
+    samples, _ = read_dataset(utk_like)
+    kept = [i for i in range(6) if i not in miss]
+    ages = ["20-29", "20-29", "30-39", "30-39", "40-49", "0-2"]  # all right but the last
+    scorer = FakeScorer({"age": one_hot_rows("age", ages)[kept], "gender": one_hot_rows("gender", ["Male"] * 6)[kept],
+                         "race": _race_probs()[kept]})
+    crops = []
+    scorer.encode_images = lambda faces, encode=scorer.encode_images: (crops.extend(faces), encode(faces))[1]
+    cropper = FaceCropper(_Detector(miss), margin=0.0)
+    out = ev.evaluate_samples(scorer, samples, _settings(detect="fake", min_group_size=1), crop=cropper)
+    d = out["detection"]
+    assert (d["detector"], d["margin"], d["images"], d["found"], d["no_face"]) == ("fake", 0.0, 6, 6 - len(miss),
+                                                                                  len(miss))
+    assert out["images"]["scored"] == 6 - len(miss) and out["images"]["unreadable"] == 0
+    assert [c.shape[:2] for c in crops] == [(30, 30)] * len(kept)  # the larger face, margin 0: 3/4 of 40 px
+    female_asian = d["found_by_group"]["race/gender"]["Asian/Female"]     # row 1
+    assert female_asian == {"n": 1, "found": 0 if 1 in miss else 1}
+    assert d["found_by_group"]["age"]["30-39"] == {"n": 2, "found": 1 if 3 in miss else 2}
+    age = out["attributes"]["age"]
+    assert age["n"] == len(kept) and age["metrics"]["accuracy"] == pytest.approx((len(kept) - 1) / len(kept))
+    assert age["misses_wrong"] == {"n": 6, "misses": len(miss), "accuracy": pytest.approx(5 / 6 - len(miss) / 6)}
+    assert out["attributes"]["race"]["misses_wrong"]["n"] == 5  # row 4 has no race label, missed or not
+    results = {"model": {"name": "fake", "spec": "fake", "meta": {}}, "attributes": ["age", "gender", "race"],
+               "created": "now", "settings": _settings(detect="fake").to_dict(),
+               "datasets": {"utk": {"path": "labels.csv", "reader": {"rows": 6, "kept": 6, "skipped": 0,
+                                                                      "counts": {}}, **out}}}
+    report, card = render_report(results), render_card(results)
+    assert "largest detected face is scored" in report and "misses wrong" in report
+    for text in (report, card):
+        assert f"found in {6 - len(miss)} of 6 images" in text
+        assert ("Asian/Female 0/1" in text) == (1 in miss)
+
+
+def test_detect_is_off_by_default(utk_like):
+    samples, _ = read_dataset(utk_like)
+    out = ev.evaluate_samples(FakeScorer({"age": one_hot_rows("age", ["20-29"] * 6),
+                                          "gender": one_hot_rows("gender", ["Male"] * 6), "race": _race_probs()}),
+                              samples, _settings())
+    assert out["detection"] is None and "misses_wrong" not in out["attributes"]["age"]
+
+
+def test_detect_mtcnn_end_to_end(shared_data, tmp_path):
+    pytest.importorskip("facenet_pytorch", reason="detector wheels not installed (requirements-detect.txt)")
+    out = tmp_path / "out"
+    code = eval_main(["--model", "tiny", "--data", str(shared_data / "fairface_val_sample"), "--detect", "mtcnn",
+                      "--margin", "0.1", "--limit", "6", "--output", str(out), "--no-progress", "--no-plots",
+                      "--retrieval-k", "0"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["detect"] == "mtcnn" and results["settings"]["margin"] == 0.1
+    d = results["datasets"]["fairface_val_sample"]["detection"]
+    assert (d["detector"], d["margin"], d["images"]) == ("mtcnn", 0.1, 6)
+    assert d["found"] >= 5 and d["found"] == results["datasets"]["fairface_val_sample"]["images"]["scored"]
+
+
+@pytest.mark.parametrize("argv, message", [(["--detect", "mtcnn,nosuch"], "--detect"),
+                                           (["--detect", ""], "--detect")])
+def test_detect_bad_chain_exits_2_before_the_model_loads(tmp_path, utk_like, capsys, argv, message):
+    code = _cli(["--model", "/nonexistent/model.safetensors", "--data", str(utk_like), "--output",
+                 str(tmp_path / "out"), *argv])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, value", [("auto", "auto"), ("0", 0.0), ("0.05", 0.05), ("2", 2.0)])
+def test_margin_arg_takes_auto_or_a_number(text, value):
+    assert ev.margin_arg(text) == value
+
+
+@pytest.mark.parametrize("text", ["-0.1", "2.5", "nan", "wide", ""])
+def test_margin_arg_refuses_the_rest(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="auto"):
+        ev.margin_arg(text)
 
 
 # --- the tiny model on shared data ---------------------------------------------------------------------------

@@ -128,6 +128,15 @@ def test_recipe_short_run_trains_and_installs(shared_data, tmp_path, monkeypatch
     assert load_image(framed[0]).shape == (110, 110, 3)
     assert results["attribute_scoring"] == "descriptions"
     assert meta["crop_margin"] == settings["crop_margin"]  # what `margin: auto` crops with
+    detected = json.loads(Path(info["test_results_detected"]).read_text())  # the product's view of each test set
+    assert set(detected["datasets"]) == {"test_fairface_val_sample", "test_fairface_agegender_540", "test_utkface_test"}
+    for name, ds in detected["datasets"].items():
+        d = ds["detection"]
+        assert d["margin"] == settings["crop_margin"] and d["images"] == counts[name.removeprefix("test_")]["test"]
+        assert d["found"] == ds["images"]["scored"] and d["found"] + d["no_face"] == d["images"]
+    card = (installed / "MODEL_CARD.md").read_text()
+    assert "test_utkface_test (detected face), gender by race/gender" in card
+    assert f"crop margin {settings['crop_margin']:g}; found in" in card
     _check_bench_margin(config, tmp_path / "run" / "splits", installed, counts, tmp_path)
 
 

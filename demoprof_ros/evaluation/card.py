@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from ..core.outputs import output_file_arg
 from .baselines import baseline_cells, class_order, group_order
+from .report import detection_text
 
 REQUIRED_SECTIONS = ("Model details", "Intended use", "Out-of-scope uses", "Evaluation data", "Results",
                      "Per-group results", "Calibration", "Known limits", "Ethical and legal considerations")
@@ -68,8 +69,9 @@ KNOWN_LIMITS = """\
   predictions; rows with labels outside the taxonomy (e.g. `Pacific Islander`) are left out and counted.
 - Small groups give wide uncertainty: the 95 % Wilson interval of each accuracy is shown; groups smaller than
   the report's minimum are listed but not used for the largest gap.
-- Faces were evaluated as given (cropped, mostly frontal, well lit). Robot cameras add blur, pose, distance,
-  occlusion (masks, glasses) and lighting that lower accuracy, unevenly across groups.
+- Faces were evaluated as given (cropped, mostly frontal, well lit), or, for a set with a "Faces:" line,
+  as a detector crops them from those images. Robot cameras add blur, pose, distance, occlusion (masks,
+  glasses) and lighting that lower accuracy, unevenly across groups.
 - Zero-shot results depend on the prompt wording (config/prompts.yaml); fine-tuned models on their training
   data, which may not represent the people a robot meets."""
 
@@ -209,6 +211,8 @@ def _evaluation_data(datasets: Mapping[str, Any]) -> list[str]:
         if ds.get("subset"):
             text += f"; {ds['subset']}"
         lines.append(text + ".")
+        if ds.get("detection"):
+            lines.append(f"  - {detection_text(ds['detection'])}")
         for a, e in ds.get("attributes", {}).items():
             if e.get("merged"):
                 lines.append(f"  - {a} scored in the set's own vocabulary ({', '.join(e['vocabulary'])}): "
@@ -235,7 +239,13 @@ def _results(datasets: Mapping[str, Any]) -> list[str]:
                 lines.append(f"| {ds_name} | {label} ({j['n_descriptions']}-way) | {j['n']} | "
                              f"{_acc_ci(j['metrics']['accuracy'], j['n'])} | "
                              + _with_baselines(j["metrics"], j["n_descriptions"]))
-    return lines
+    notes = []
+    for ds_name, ds in datasets.items():
+        wrong = {a: e["misses_wrong"] for a, e in ds.get("attributes", {}).items() if e.get("misses_wrong")}
+        if wrong:
+            notes.append(f"- {ds_name}, with the images where no face was found counted wrong: " + ", ".join(
+                f"{a} {_acc_ci(w['accuracy'], w['n'])} (n={w['n']})" for a, w in wrong.items()) + ".")
+    return lines + ([""] + notes if notes else [])
 
 
 def _per_group(datasets: Mapping[str, Any]) -> list[str]:

@@ -5,9 +5,12 @@ full description among all 9 x 2 x 7 = 126) over the rows whose three labels are
 accuracy and F1 by race x gender and by age group with the largest gap; the expected calibration error of
 each attribute's confidence; and the retrieval analysis (precision@k per description, retrieval.py).
 
-Images are already face crops: each is scored whole, no detector runs. Image embeddings are computed once per
-data set and reused for the attributes, the joint task, the groups and retrieval. Nothing but the report
-files is written (no embeddings, no images).
+Images are already face crops: each is scored whole, no detector runs, unless `--detect` asks for the
+product's view (detected_crops.py: the largest face `demoprof profile` would find, cropped with the model's
+margin; images where it finds none are counted per group and left out of the metrics, and each attribute
+also gets its accuracy with them counted wrong). Image embeddings are computed once per data set and reused
+for the attributes, the joint task, the groups and retrieval. Nothing but the report files is written (no
+embeddings, no images).
 
 Data sets with another vocabulary are scored honestly: a data set whose race labels include UTKFace's coarse
 `Asian` / `Others` is scored in that vocabulary, the model's probabilities merged (East + Southeast Asian ->
@@ -57,6 +60,8 @@ class EvalSettings:
     ece_bins: int = 15
     limit: int | None = None       # evaluate a stratified subset of this many rows per data set
     limit_seed: int = 0
+    detect: str | None = None      # a detector chain ("photo" = demoprof profile's): score the largest face's crop
+    margin: float | str = "auto"   # that crop's margin ("auto": the model's declared one)
     progress: bool = True
     plots: bool = True
 
@@ -117,22 +122,33 @@ def select(samples: Sequence[Sample], limit: int | None, seed: int = 0) -> list[
 
 
 def evaluate_samples(scorer, samples: Sequence[Sample], settings: EvalSettings | None = None,
-                     name: str = "data", embeddings: torch.Tensor | None = None) -> dict[str, Any]:
-    """Every metric for one data set (JSON-ready). Encodes the images unless `embeddings` (N x D) is given."""
-    from .retrieval import encode_paths, retrieval_precision_at_k
+                     name: str = "data", embeddings: torch.Tensor | None = None, crop=None) -> dict[str, Any]:
+    """Every metric for one data set (JSON-ready). Encodes the images unless `embeddings` (N x D) is given:
+    whole, or their detected faces with settings.detect (`crop`: a detected_crops.FaceCropper already built)."""
+    from .retrieval import NO_FACE, encode_paths, retrieval_precision_at_k
 
     settings = settings or EvalSettings()
     attributes = tuple(a for a in ATTRIBUTE_NAMES if a in scorer.attributes)
     samples = list(samples)
     unreadable: list[tuple[str, str]] = []
+    missed: list[Sample] = []
+    detection = None
     if embeddings is None:
-        embeddings, ok, unreadable = encode_paths(scorer, [s.path for s in samples], progress=settings.progress,
-                                                  desc=name)
-        samples = [s for s, good in zip(samples, ok) if good]
+        if settings.detect and crop is None:
+            crop = cropper(scorer, settings)
+        embeddings, ok, failures = encode_paths(scorer, [s.path for s in samples], progress=settings.progress,
+                                                desc=name, crop=crop)
+        unreadable = [f for f in failures if f[1] != NO_FACE]
+        no_face = {f for f, reason in failures if reason == NO_FACE}
+        missed = [s for s in samples if str(s.path) in no_face]
+        found = [s for s, good in zip(samples, ok) if good]
+        detection = _detection_entry(crop, found, missed) if crop is not None else None
+        samples = found
     if len(samples) != embeddings.shape[0]:
         raise ValueError(f"{len(samples)} samples but {embeddings.shape[0]} embeddings")
     out: dict[str, Any] = {"images": {"scored": len(samples), "unreadable": len(unreadable),
                                       "unreadable_files": [{"file": f, "reason": r} for f, r in unreadable[:50]]},
+                           "detection": detection,
                            "attributes": {}, "joint": None, "joint_coarse": None, "groups": {}, "retrieval": None}
     if not samples:
         return out
@@ -147,6 +163,8 @@ def evaluate_samples(scorer, samples: Sequence[Sample], settings: EvalSettings |
         merged = in_vocabulary(probs[a], [s.labels.get(a) for s in samples], a)
         vocabs[a], owners[a], truth[a], preds[a] = merged.vocab, merged.owner, merged.truth, merged.predicted
         out["attributes"][a] = _attribute_entry(merged, a, settings)
+        if detection is not None:
+            out["attributes"][a]["misses_wrong"] = _misses_wrong(out["attributes"][a], missed, a, merged.vocab)
 
     out["joint"], out["joint_coarse"] = _joint(scorer, embeddings, samples, attributes, vocabs, owners, truth,
                                                settings)
@@ -166,6 +184,38 @@ def evaluate_samples(scorer, samples: Sequence[Sample], settings: EvalSettings |
         out["retrieval"] = retrieval_precision_at_k(similarity, scorer.descriptions, truth, owners,
                                                     k=settings.retrieval_k)
     return out
+
+
+def cropper(scorer, settings: EvalSettings):
+    """The detected_crops.FaceCropper settings.detect asks for (built once per run: detectors load weights)."""
+    from .detected_crops import build_cropper
+    return build_cropper(settings.detect, settings.margin, scorer.loaded.meta)
+
+
+def _detection_entry(crop, found: Sequence[Sample], missed: Sequence[Sample]) -> dict:
+    """Which detector and margin, and how many faces it found per group (a miss is a person the product would
+    not profile: part of its accuracy, and it need not fall evenly)."""
+    entry = {**crop.describe(), "images": len(found) + len(missed), "found": len(found), "no_face": len(missed),
+             "no_face_files": [str(s.path) for s in missed[:50]], "found_by_group": {}}
+    for keys in GROUP_BY:
+        counts: dict[str, dict[str, int]] = {}
+        for s, hit in [(s, 1) for s in found] + [(s, 0) for s in missed]:
+            values = [s.labels.get(k) for k in keys]
+            if all(v is not None for v in values):
+                cell = counts.setdefault("/".join(values), {"n": 0, "found": 0})
+                cell["n"] += 1
+                cell["found"] += hit
+        entry["found_by_group"]["/".join(keys)] = dict(sorted(counts.items()))
+    return entry
+
+
+def _misses_wrong(entry: Mapping[str, Any], missed: Sequence[Sample], attribute: str, vocab) -> dict:
+    """Accuracy with the images where no face was found counted as wrong (those with a label in `vocab`)."""
+    misses = sum(s.labels.get(attribute) in vocab for s in missed)
+    n = entry["n"] + misses
+    accuracy = (entry["metrics"] or {}).get("accuracy")
+    return {"n": n, "misses": misses,
+            "accuracy": None if accuracy is None or not n else accuracy * entry["n"] / n}
 
 
 def _attribute_entry(merged, attribute: str, settings: EvalSettings) -> dict[str, Any]:
@@ -273,6 +323,7 @@ def evaluate(scorer, data: Sequence[str | Path], settings: EvalSettings | None =
              names: Sequence[str] | None = None, spec: Any = None) -> dict[str, Any]:
     """results.json's content for a scorer on data sets (paths in any layout datasets.read_dataset reads)."""
     settings = settings or EvalSettings()
+    crop = cropper(scorer, settings) if settings.detect else None
     results: dict[str, Any] = {
         "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model_summary(scorer.loaded, spec), "attributes": list(scorer.attributes),
@@ -291,7 +342,7 @@ def evaluate(scorer, data: Sequence[str | Path], settings: EvalSettings | None =
         entry = {"path": str(path), "reader": _reader_dict(report), "rows_evaluated": len(chosen),
                  "subset": None if len(chosen) == len(samples) else
                  f"stratified subset of {len(chosen)} of {len(samples)} rows (seed {settings.limit_seed})"}
-        entry.update(evaluate_samples(scorer, chosen, settings, name=name))
+        entry.update(evaluate_samples(scorer, chosen, settings, name=name, crop=crop))
         results["datasets"][name] = entry
     return results
 
@@ -349,6 +400,12 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--attribute-scoring", choices=ATTRIBUTE_SCORING,
                         help="prompts: each attribute's own prompts | descriptions: marginals of the full "
                              "descriptions (default: the checkpoint's meta.json, else prompts)")
+    parser.add_argument("--detect", nargs="?", const="photo", metavar="CHAIN",
+                        help="score the largest face a detector finds in each image, cropped as the profiler "
+                             "crops it, instead of the whole image; CHAIN as --detectors takes it (default: "
+                             "demoprof profile's, MTCNN first); images with no face found are counted per group")
+    parser.add_argument("--margin", default="auto", type=margin_arg,
+                        help="with --detect: crop margin ('auto' = the model's declared one, as the profiler)")
     parser.add_argument("--limit", type=int, help="evaluate a stratified subset of this many rows per data set")
     parser.add_argument("--retrieval-k", type=int, default=10, help="k of the retrieval analysis (0: skip it)")
     parser.add_argument("--min-group-size", type=int, default=10,
@@ -367,6 +424,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..core.detection import DetectorUnavailable, available_backends
     from ..core.models import ModelLoadError
     from ..core.prompts import PromptError
 
@@ -376,12 +434,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _fail(f"--attributes: unknown {unknown}; expected a subset of {','.join(ATTRIBUTE_NAMES)}", 2)
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.retrieval_k < 0:
         return _fail("--batch-size and --limit must be >= 1, --retrieval-k >= 0", 2)
+    chain = [] if args.detect in (None, "photo") else [c.strip() for c in args.detect.split(",")]
+    if chain and (not all(chain) or not set(chain) <= set(available_backends())):
+        return _fail(f"--detect {args.detect!r}: expected detector names from {','.join(available_backends())}", 2)
     missing = [str(path) for path in args.data if not Path(path).exists()]
     if missing:  # before the model loads
         return _fail(f"--data: not found: {', '.join(missing)}", 2)
     settings = EvalSettings(attributes=attributes, batch_size=args.batch_size, retrieval_k=args.retrieval_k,
-                            min_group_size=args.min_group_size, limit=args.limit, progress=args.progress,
-                            plots=args.plots)
+                            min_group_size=args.min_group_size, limit=args.limit, detect=args.detect,
+                            margin=args.margin, progress=args.progress, plots=args.plots)
     try:
         scorer = make_scorer(args.model, device=args.device, dtype=args.dtype, models_dir=args.models_dir,
                              prompts_file=args.prompts, attributes=attributes, batch_size=args.batch_size,
@@ -390,7 +451,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     try:
         results = evaluate(scorer, args.data, settings, strict=args.strict, spec=args.model)
-    except DatasetError as exc:
+    except (DatasetError, DetectorUnavailable) as exc:
         return _fail(str(exc), 2)
     written = write_outputs(results, args.output, plots=args.plots)
     for name, ds in results["datasets"].items():
@@ -398,10 +459,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             for a, e in ds["attributes"].items())
         joint = ds.get("joint") or {}
         jm = joint.get("metrics") or {}
+        found = ds.get("detection")
+        if found:
+            summary += f"; faces found in {found['found']} of {found['images']} images ({found['detector']})"
         print(f"{name}: {ds['images']['scored']} images; {summary}; full description acc "
               f"{_pct(jm.get('accuracy'))} over {joint.get('n', 0)} rows")
     print(f"wrote {written['results.json']} and {written['report.md']}")
     return 0
+
+
+def margin_arg(text: str) -> float | str:
+    """--margin: 'auto' or a number in [0, 2] (the profiler's `margin` setting)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 2.0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 2], got {text!r}")
+    return value
 
 
 def _fail(message: str, code: int) -> int:

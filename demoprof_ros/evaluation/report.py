@@ -19,7 +19,10 @@ def render_report(results: Mapping[str, Any]) -> str:
     if model.get("meta", {}).get("untrained"):
         lines.append("- **untrained model (random weights): these numbers only check the pipeline**")
     lines.append(f"- attributes: {', '.join(results['attributes'])}; created {results['created']}")
-    lines.append("- images are face crops scored whole (no detector); labels are perceived attributes as "
+    detect = (results.get("settings") or {}).get("detect")
+    lines.append(("- each image's largest detected face is scored, cropped as the profiler crops it (`--detect`); "
+                  if detect else "- images are face crops scored whole (no detector); ") +
+                 "labels are perceived attributes as "
                  "annotated in each data set; percentages below; baselines: *majority* always answers the set's "
                  "most frequent class, *chance* answers at random (expected value)")
     for name, ds in results["datasets"].items():
@@ -51,18 +54,37 @@ def _reading(ds: Mapping[str, Any]) -> list[str]:
     images = ds["images"]
     lines.append(f"Scored {images['scored']} images" +
                  (f"; {images['unreadable']} unreadable, left out." if images["unreadable"] else "."))
+    if ds.get("detection"):
+        lines.append(detection_text(ds["detection"]))
     return lines
 
 
+def detection_text(d: Mapping[str, Any]) -> str:
+    """One sentence: the detector, the margin, and the faces it found, per group where it missed any."""
+    text = (f"Faces: the largest one {d['detector']} finds, crop margin {d['margin']:g}; found in {d['found']} of "
+            f"{d['images']} images" + (f", the other {d['no_face']} are left out of the metrics (accuracy with "
+                                       "them counted wrong: column *misses wrong*)" if d["no_face"] else ""))
+    for grouping, groups in d["found_by_group"].items():
+        short = [f"{g} {c['found']}/{c['n']}" for g, c in groups.items() if c["found"] < c["n"]]
+        if short:
+            text += f"; found by {grouping} where any was missed: " + ", ".join(short)
+    return text + "."
+
+
 def _attributes(ds: Mapping[str, Any]) -> list[str]:
-    lines = ["", "| attribute | vocabulary | n | accuracy | majority / chance acc. | macro P | macro R | macro F1 | "
-                 "majority / chance F1 | ECE |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    detect = ds.get("detection") is not None
+    lines = ["", "| attribute | vocabulary | n | accuracy |" + (" misses wrong |" if detect else "") +
+             " majority / chance acc. | macro P | macro R | macro F1 | majority / chance F1 | ECE |",
+             "|---|---|---:|---:|" + ("---:|" if detect else "") + "---:|---:|---:|---:|---:|---:|"]
     notes = []
     for a, e in ds["attributes"].items():
         m = e.get("metrics") or {}
         vocab = f"{len(e['vocabulary'])} classes" + (" (merged)" if e.get("merged") else "")
         base_acc, base_f1 = baseline_cells(m, len(e["vocabulary"]))
-        lines.append(f"| {a} | {vocab} | {e['n']} | {pct(m.get('accuracy'))} | {base_acc} | "
+        wrong = e.get("misses_wrong")
+        lines.append(f"| {a} | {vocab} | {e['n']} | {pct(m.get('accuracy'))} | "
+                     + (f"{pct(wrong['accuracy'])} (n={wrong['n']}) | " if detect and wrong else "- | " if detect else "")
+                     + f"{base_acc} | "
                      f"{pct(m.get('macro_precision'))} | {pct(m.get('macro_recall'))} | {pct(m.get('macro_f1'))} | "
                      f"{base_f1} | {pct(e.get('ece'))} |")
         if e.get("merged"):

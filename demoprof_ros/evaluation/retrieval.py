@@ -22,7 +22,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ log = logging.getLogger("demoprof.retrieval")
 
 CACHE_FORMAT = 1
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what matplotlib's savefig writes
+NO_FACE = "no face found"  # encode_paths' failure reason where its `crop` found no face
 
 
 # --- image embeddings ---------------------------------------------------------------------------------------
@@ -51,11 +52,13 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def encode_paths(scorer, paths: Sequence[str | Path], progress: bool = True, desc: str = "images",
+                 crop: Callable[[np.ndarray], np.ndarray | None] | None = None,
                  ) -> tuple[torch.Tensor, np.ndarray, list[tuple[str, str]]]:
-    """Embeddings of image files, read whole (face crops), `scorer.batch_size` at a time, with a progress bar.
+    """Embeddings of image files, `scorer.batch_size` at a time, with a progress bar.
 
-    Returns (M x D embeddings of the readable images, bool mask over `paths` of those, [(path, reason)] for
-    the unreadable ones). An unreadable image is skipped and reported, never fatal.
+    Images are read whole (face crops), or passed through `crop` (detected_crops.FaceCropper: None = no face).
+    Returns (M x D embeddings of the images scored, bool mask over `paths` of those, [(path, reason)] for the
+    others: unreadable, or NO_FACE). Such an image is skipped and reported, never fatal.
     """
     from tqdm import tqdm
 
@@ -69,11 +72,17 @@ def encode_paths(scorer, paths: Sequence[str | Path], progress: bool = True, des
             crops = []
             for i in range(start, min(start + step, len(paths))):
                 try:
-                    crops.append(load_image(paths[i]))
-                    ok[i] = True
+                    image = load_image(paths[i])
                 except ImageError as exc:
                     failures.append((str(paths[i]), str(exc)))
                     log.warning("skipped unreadable image: %s", exc)
+                    continue
+                face = image if crop is None else crop(image)
+                if face is None:
+                    failures.append((str(paths[i]), NO_FACE))
+                    continue
+                crops.append(face)
+                ok[i] = True
             if crops:
                 parts.append(scorer.encode_images(crops).float().cpu())
             bar.update(min(step, len(paths) - start))

@@ -11,9 +11,11 @@
    both whole and framed (`test_<set>_framed.csv`).
 2. The starting point: core.shipped_model.initial_checkpoint (ImageNet MobileNetV2, random text tower).
 3. `demoprof train` (training.trainer.run) with the `training:` settings of the config.
-4. `demoprof eval` metrics of the best epoch on each test split; with --install, model.safetensors +
-   meta.json (training record, test results, sha256, the config's `crop_margin`) are copied to
-   models/<SHIPPED_NAME>/.
+4. `demoprof eval` metrics of the best epoch on each test split, scored whole (test_results.json) and, for
+   each set's own images, on the largest face MTCNN finds cropped with the config's `crop_margin`
+   (`--detect`: what the CLI and the node score; test_results_detected.json); with --install,
+   model.safetensors + meta.json (training record, sha256, the config's `crop_margin`) and a MODEL_CARD.md
+   with both are copied to models/<SHIPPED_NAME>/.
 """
 from __future__ import annotations
 
@@ -197,30 +199,40 @@ torchvision's ImageNet MobileNetV2 weights (BSD-3-Clause).
 """
 
 
-def model_card(test: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
-    """MODEL_CARD.md: the shipped model's facts, then `demoprof card`'s sections from the test results."""
+DETECTED = " (detected face)"  # the card's name suffix of a test set scored on its detected faces
+
+
+def model_card(test: Mapping[str, Any], meta: Mapping[str, Any], detected: Mapping[str, Any] | None = None) -> str:
+    """MODEL_CARD.md: the shipped model's facts, then `demoprof card`'s sections from the test results, each
+    test set scored whole and (`detected`) on its detected faces."""
     from .card import render_card
     counts = "; ".join(f"{k} {v['train']} / {v['val']} / {v['test']}" for k, v in meta["split_counts"].items())
     margin = f"{meta['crop_margin']:g}" if "crop_margin" in meta else "0.25 (none declared)"
     header = CARD_HEADER.format(name=meta["name"], sha256=meta["sha256"], counts=counts, margin=margin)
-    installed = {**test, "model": {**test.get("model", {}), "name": meta["name"], "spec": "shipped",
-                                   "source": f"models/{meta['name']}/model.safetensors"}}
+    datasets = {**test["datasets"], **{f"{k}{DETECTED}": v for k, v in ((detected or {}).get("datasets") or {}).items()}}
+    installed = {**test, "datasets": datasets,
+                 "model": {**test.get("model", {}), "name": meta["name"], "spec": "shipped",
+                           "source": f"models/{meta['name']}/model.safetensors"}}
     return header + render_card(installed, meta).split("\n", 1)[1]
 
 
-def test_results(model_dir: Path, tests: Mapping[str, Path]) -> dict[str, Any]:
-    """`demoprof eval` results of the trained model on each test split (no retrieval, no plots)."""
+def test_results(model_dir: Path, tests: Mapping[str, Path], detect: str | None = None,
+                 margin: float | str = "auto") -> dict[str, Any]:
+    """`demoprof eval` results of the trained model on each test split (no retrieval, no plots); with
+    `detect` on each image's largest detected face, cropped with `margin` (evaluate.EvalSettings)."""
     from .evaluate import EvalSettings, evaluate, make_scorer
     scorer = make_scorer(str(model_dir))
-    settings = EvalSettings(retrieval_k=0, progress=False, plots=False, batch_size=64)
+    settings = EvalSettings(retrieval_k=0, progress=False, plots=False, batch_size=64, detect=detect, margin=margin)
     return evaluate(scorer, [str(p) for p in tests.values()], settings)
 
 
 def install_model(best: Path, models_root: Path, counts: Mapping[str, Any], config: Path,
-                  test: Mapping[str, Any], crop_margin: float | None = None) -> tuple[str, str]:
+                  test: Mapping[str, Any], crop_margin: float | None = None,
+                  detected: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """models_root/SHIPPED_NAME/: float16 weights, meta.json (training record + sha256), MODEL_CARD.md.
 
-    crop_margin: what `margin: auto` crops with for this model (core/model_meta.declared_crop_margin).
+    crop_margin: what `margin: auto` crops with for this model (core/model_meta.declared_crop_margin);
+    detected: the test results on detected faces (test_results with detect), for the card.
     """
     target = models_root / SHIPPED_NAME
     target.mkdir(parents=True, exist_ok=True)
@@ -230,7 +242,7 @@ def install_model(best: Path, models_root: Path, counts: Mapping[str, Any], conf
                  **({"crop_margin": float(crop_margin)} if crop_margin is not None else {})})
     meta["sha256"] = install_half(best / "model.safetensors", target / "model.safetensors", meta)
     (target / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")
-    (target / "MODEL_CARD.md").write_text(model_card(test, meta), encoding="utf-8")
+    (target / "MODEL_CARD.md").write_text(model_card(test, meta, detected), encoding="utf-8")
     return str(target), meta["sha256"]
 
 
@@ -257,11 +269,16 @@ def build(config: Path, output: Path | None = None, limit: int | None = None,
     best = results[0].output
     test = test_results(best, splits["test"])
     (out / "test_results.json").write_text(json.dumps(test, indent=1, default=str) + "\n", encoding="utf-8")
+    own = {k: v for k, v in splits["test"].items() if k in settings["datasets"]}  # not the framed copies
+    detected = test_results(best, own, detect="photo", margin=settings.get("crop_margin", "auto"))
+    (out / "test_results_detected.json").write_text(json.dumps(detected, indent=1, default=str) + "\n",
+                                                    encoding="utf-8")
     info = {"splits": {k: str(v) for k, v in splits.items() if k != "test"} | {"counts": splits["counts"]},
-            "model_dir": str(best), "sha256": sha256(best / "model.safetensors"), "test_results": str(out / "test_results.json")}
+            "model_dir": str(best), "sha256": sha256(best / "model.safetensors"), "test_results": str(out / "test_results.json"),
+            "test_results_detected": str(out / "test_results_detected.json")}
     if install is not None:
         info["installed"], info["sha256"] = install_model(best, install, splits["counts"], config, test,
-                                                          settings.get("crop_margin"))
+                                                          settings.get("crop_margin"), detected)
     (out / "recipe_summary.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     return info
 
