@@ -82,6 +82,7 @@ def declared_attribute_scoring(meta: Mapping[str, Any] | None) -> str:
 #: Context around the face box in a crop, as a fraction of the box, for models that declare none: FairFace's
 #: own crops (CLIP and FaRL were evaluated on them) pad the face box by about this much on each side.
 DEFAULT_CROP_MARGIN = 0.25
+MAX_CROP_MARGIN = 2.0  # the largest margin a model may declare or a setting may ask for
 
 
 def declared_crop_margin(meta: Mapping[str, Any] | None) -> float:
@@ -110,7 +111,7 @@ META_SCHEMA: dict[str, Any] = {
         "std": _triple(0.0, 10.0, exclusive_low=True),
         "prompts": {"type": ["object", "null"]},
         "attribute_scoring": {"enum": list(ATTRIBUTE_SCORING)},
-        "crop_margin": {"type": "number", "minimum": 0, "maximum": 2},
+        "crop_margin": {"type": "number", "minimum": 0, "maximum": MAX_CROP_MARGIN},
     },
 }
 

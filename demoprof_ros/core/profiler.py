@@ -17,7 +17,7 @@ import numpy as np
 
 from .detection import DEFAULT_CHAIN, DEFAULT_MAX_SIDE, PHOTO_CHAIN, available_backends, build_detector, crop_face
 from .images import to_bgr8
-from .model_meta import DEFAULT_CROP_MARGIN, crop_margin
+from .model_meta import DEFAULT_CROP_MARGIN, MAX_CROP_MARGIN, crop_margin
 from .models import load_model
 from .prompts import load_prompts, prompts_from_dict
 from .results import Detection, DetectionDrops, FaceProfile, FaceScores
@@ -95,8 +95,8 @@ class ProfilerConfig:
         check(_is_int(self.max_side) and self.max_side >= 64, "max_side", "an integer >= 64 (pixels)")
         check(_is_int(self.tiles) and self.tiles >= 0, "tiles", "an integer >= 0")
         check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        check(self.margin == "auto" or (_is_number(self.margin) and 0.0 <= self.margin <= 2.0), "margin",
-              "'auto' (the model's own) or a number in [0, 2]")
+        check(self.margin == "auto" or (_is_number(self.margin) and 0.0 <= self.margin <= MAX_CROP_MARGIN), "margin",
+              f"'auto' (the model's own) or a number in [0, {MAX_CROP_MARGIN:g}]")
         check(isinstance(self.align, bool), "align", "true or false")
 
     @classmethod

@@ -38,7 +38,7 @@ from ..training.datasets import DatasetError, DatasetReport, Sample, read_datase
 from .coarse import in_vocabulary, merge_descriptions, merge_note
 from .metrics import classification_report, expected_calibration_error, group_report
 from .report import pct as _pct, render_report
-from ..core.model_meta import ATTRIBUTE_SCORING
+from ..core.model_meta import ATTRIBUTE_SCORING, MAX_CROP_MARGIN
 from ..core.outputs import output_dir_arg
 from ..core.taxonomy import ATTRIBUTE_NAMES, CLASSES
 
@@ -469,15 +469,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def margin_arg(text: str) -> float | str:
-    """--margin: 'auto' or a number in [0, 2] (the profiler's `margin` setting)."""
+    """--margin: 'auto' or a number in [0, MAX_CROP_MARGIN] (the profiler's `margin` setting)."""
     if text == "auto":
         return text
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0.0 <= value <= 2.0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 2], got {text!r}")
+    if not 0.0 <= value <= MAX_CROP_MARGIN:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, {MAX_CROP_MARGIN:g}], got {text!r}")
     return value
 
 
